@@ -1,0 +1,23 @@
+from ricea_pyg.data.errors import DataFormatError
+from ricea_pyg.data.pair import (
+                                 MODALITIES,
+                                 KGSide,
+                                 MultiModalKGPair,
+                                 build_hetero_data,
+                                 modality_tensors,
+)
+from ricea_pyg.data.split import split_alignment
+from ricea_pyg.data.synthetic import planted_embeddings, synthetic_pair
+from ricea_pyg.data.text import (
+                                 CallableEncoder,
+                                 SentenceTransformerEncoder,
+                                 TextEncoder,
+                                 resolve_text_encoder,
+)
+
+__all__ = [
+    'DataFormatError', 'MODALITIES', 'KGSide', 'MultiModalKGPair',
+    'build_hetero_data', 'modality_tensors', 'split_alignment',
+    'synthetic_pair', 'planted_embeddings', 'TextEncoder',
+    'SentenceTransformerEncoder', 'CallableEncoder', 'resolve_text_encoder',
+]

@@ -1,0 +1,54 @@
+"""Seeded alignment splits. Nothing here reads raw entity ids."""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+__all__ = ['split_alignment']
+
+
+def split_alignment(pairs: torch.Tensor, train_ratio: float = 0.3,
+                    val_ratio: float = 0.1, seed: int = 0,
+                    train_mask: torch.Tensor = None
+                    ) -> Dict[str, torch.Tensor]:
+    r"""Splits aligned pairs ``[2, P]`` into train / val / test.
+
+    The pairs are shuffled with a seeded generator first (DBP15K's id order
+    leaks the alignment). :obj:`val_ratio` is a share of *all* pairs, carved
+    from the non-train pairs.
+
+    Args:
+        pairs (Tensor): ``[2, P]`` local ids.
+        train_ratio (float): Share of pairs used for training.
+            (default: :obj:`0.3`)
+        val_ratio (float): Share of all pairs used for validation.
+            (default: :obj:`0.1`)
+        seed (int): Shuffle seed. (default: :obj:`0`)
+        train_mask (Tensor, optional): ``[P]`` bool fixing the train pairs
+            (an official split); :obj:`train_ratio` is then ignored.
+
+    Returns:
+        dict with ``train_index``, ``val_index`` and ``test_index``, each
+        ``[2, *]``; disjoint and covering all pairs.
+    """
+    num = pairs.size(1)
+    if not (0 <= val_ratio < 1 and 0 < train_ratio < 1
+            and train_ratio + val_ratio < 1):
+        raise ValueError(f'need 0 < train_ratio, 0 <= val_ratio and '
+                         f'train_ratio + val_ratio < 1 (got {train_ratio}, '
+                         f'{val_ratio})')
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(num, generator=gen)
+    if train_mask is not None:
+        if train_mask.shape != (num,):
+            raise ValueError(f'train_mask must have shape [{num}]')
+        is_train = train_mask[perm]
+        train, rest = perm[is_train], perm[~is_train]
+    else:
+        num_train = int(round(train_ratio * num))
+        train, rest = perm[:num_train], perm[num_train:]
+    num_val = min(int(round(val_ratio * num)), rest.numel())
+    val, test = rest[:num_val], rest[num_val:]
+    return {'train_index': pairs[:, train], 'val_index': pairs[:, val],
+            'test_index': pairs[:, test]}

@@ -1,0 +1,136 @@
+"""The fusions RICEA is compared against."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ricea_pyg.nn.fusion.base import FusionOutput, ModalityFusion
+from ricea_pyg.nn.fusion.functional import masked_softmax, weighted_fusion
+from ricea_pyg.nn.fusion.transformer import CrossModalTransformer
+
+__all__ = ['ConcatFusion', 'GlobalWeightFusion', 'MEAformerFusion']
+
+
+class ConcatFusion(ModalityFusion):
+    r"""ℓ2-normalised concatenation:
+
+    .. math::
+        \mathbf{h} = [\mu_1 \hat{\mathbf{x}}_1; \dots; \mu_M
+        \hat{\mathbf{x}}_M], \qquad \hat{\mathbf{x}} = \mathbf{x} /
+        \|\mathbf{x}\|_2
+
+    Every present modality counts equally in the cosine similarity of two
+    fused vectors; the reported weights are :math:`\mu_m / K`.
+
+    Args:
+        num_modalities (int): :math:`M`.
+
+    Shapes:
+        - **input:** list of ``[N, F_m]`` or ``[N, M, F]``; mask ``[N, M]``
+        - **output:** ``[N, sum_m F_m]``; weights ``[N, M]``
+    """
+    ragged = True
+
+    def __init__(self, num_modalities: int, channels: int = None):
+        super().__init__(num_modalities, channels)
+        self.reset_parameters()
+
+    def fuse(self, xs, mask: Tensor) -> FusionOutput:
+        m = mask.to(torch.get_default_dtype() if not isinstance(xs, Tensor)
+                    else xs.dtype)
+        fused = weighted_fusion(xs, m, 'concat')
+        return FusionOutput(fused, m / m.sum(-1, keepdim=True).clamp_min(1))
+
+
+class GlobalWeightFusion(ModalityFusion):
+    r"""EVA-style learnable global modality weights (`"Visual Pivoting for
+    (Unsupervised) Entity Alignment" <https://arxiv.org/abs/2009.13603>`_):
+
+    .. math::
+        w_{n,m} = \frac{\mu_{n,m} \exp(\theta_m)}{\sum_{j} \mu_{n,j}
+        \exp(\theta_j)}, \qquad
+        \mathbf{h}_n = [w_{n,1} \hat{\mathbf{x}}_{n,1}; \dots]
+
+    One weight vector for all entities, renormalised over each entity's
+    present modalities.
+
+    Args:
+        num_modalities (int): :math:`M`.
+        mode (str): ``'concat'`` or ``'sum'``. (default: ``'concat'``)
+    """
+    ragged = True
+
+    def __init__(self, num_modalities: int, channels: int = None,
+                 mode: str = 'concat'):
+        super().__init__(num_modalities, channels)
+        self.mode = mode
+        self.logits = torch.nn.Parameter(torch.empty(num_modalities))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        torch.nn.init.zeros_(self.logits)
+
+    def fuse(self, xs, mask: Tensor) -> FusionOutput:
+        scores = self.logits.expand(mask.size(0), -1)
+        w = masked_softmax(scores, mask)
+        return FusionOutput(weighted_fusion(xs, w, self.mode), w)
+
+    def _extra_repr(self) -> str:
+        return f', mode={self.mode}'
+
+
+class MEAformerFusion(ModalityFusion):
+    r"""MEAformer's meta-modality hybrid (`"MEAformer: Multi-modal Entity
+    Alignment Transformer for Meta Modality Hybrid"
+    <https://arxiv.org/abs/2212.14454>`_): per-entity weights are the softmax
+    of the total attention each modality *receives* in a cross-modal
+    transformer layer,
+
+    .. math::
+        w_{n,m} = \operatorname{softmax}_{m \in P_n}\Big(
+        \frac{1}{\sqrt{MH}} \sum_{h} \sum_{i \in P_n} A_{n,h,i,m}\Big),
+        \qquad \mathbf{h}_n = [w_{n,1} \hat{\mathbf{x}}_{n,1}; \dots]
+
+    This uses attention *as* the weight, which is what RICEA criticises.
+
+    Args:
+        num_modalities (int): :math:`M`.
+        channels (int): :math:`d`.
+        num_layers (int): Transformer layers. (default: :obj:`1`)
+        heads (int): (default: :obj:`1`)
+        ffn (bool): Feed-forward blocks. (default: :obj:`False`)
+        dropout (float): (default: :obj:`0.0`)
+        mode (str): ``'concat'`` or ``'sum'``. (default: ``'concat'``)
+
+    Shapes:
+        - **input:** ``[N, M, d]`` or list of ``[N, d]``; mask ``[N, M]``
+        - **output:** ``[N, M d]`` (concat) or ``[N, d]``; weights ``[N, M]``
+    """
+
+    def __init__(self, num_modalities: int, channels: int,
+                 num_layers: int = 1, heads: int = 1, ffn: bool = False,
+                 dropout: float = 0.0, mode: str = 'concat'):
+        super().__init__(num_modalities, channels)
+        self.mode = mode
+        self.transformer = CrossModalTransformer(channels, num_layers, heads,
+                                                 ffn, dropout=dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        self.transformer.reset_parameters()
+
+    def fuse(self, x: Tensor, mask: Tensor) -> FusionOutput:
+        z, attn = self.transformer(x, mask)
+        N, heads, M, _ = attn.shape
+        rows = mask.view(N, 1, M, 1).to(attn.dtype)  # present queries only
+        received = (attn * rows).sum(dim=(1, 2)) / math.sqrt(M * heads)
+        w = masked_softmax(received, mask)
+        return FusionOutput(weighted_fusion(x, w, self.mode), w,
+                            extras={'z': z, 'attention': attn})
+
+    def _extra_repr(self) -> str:
+        t = self.transformer
+        return (f', {self.channels}, num_layers={t.num_layers}, '
+                f'heads={t.heads}, mode={self.mode}')

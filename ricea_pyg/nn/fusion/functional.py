@@ -1,0 +1,220 @@
+r"""The RICEA equations (method.md), each in exactly one place.
+
+Shapes: ``N`` entities, ``M`` modalities, ``H`` heads, ``d`` channels; a
+boolean ``mask [N, M]`` is True where a modality is present, ``K`` = number of
+present modalities of an entity.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ricea_pyg.loss import true_counterpart_probability
+
+__all__ = [
+    'masked_softmax', 'weighted_fusion', 'mono_confidence',
+    'holo_confidence', 'co_belief', 'mean_attention', 'distribution_uniformity',
+    'relative_calibration', 'tcp_target', 'tcp_loss',
+]
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    r"""Softmax over the entries where :obj:`mask` is True.
+
+    Masked entries are **exactly 0**, a fully masked slice is all zeros, and
+    neither produces NaN in the forward or backward pass.
+    """
+    fill = torch.finfo(scores.dtype).min
+    out = scores.masked_fill(~mask, fill).softmax(dim=dim)
+    return out * mask
+
+
+def weighted_fusion(xs: Union[Tensor, Sequence[Tensor]], weights: Tensor,
+                    mode: str = 'concat') -> Tensor:
+    r"""Fuses ℓ2-normalised modality embeddings with per-entity weights.
+
+    .. math::
+        \mathrm{concat}: [w_1 \hat x_1; \dots; w_M \hat x_M] \in
+        \mathbb{R}^{\sum_m F_m}, \qquad
+        \mathrm{sum}: \sum_m w_m \hat x_m \in \mathbb{R}^{d}
+
+    Args:
+        xs: ``[N, M, F]`` or a list of ``M`` tensors ``[N, F_m]``
+            (``'sum'`` needs equal ``F_m``).
+        weights: ``[N, M]``.
+        mode: ``'concat'`` or ``'sum'``.
+    """
+    if isinstance(xs, Tensor):
+        x = F.normalize(xs, dim=-1) * weights.unsqueeze(-1)
+        if mode == 'concat':
+            return x.flatten(1)
+        if mode == 'sum':
+            return x.sum(dim=1)
+    else:
+        parts = [F.normalize(x, dim=-1) * weights[:, m:m + 1]
+                 for m, x in enumerate(xs)]
+        if mode == 'concat':
+            return torch.cat(parts, dim=-1)
+        if mode == 'sum':
+            return torch.stack(parts, dim=1).sum(dim=1)
+    raise ValueError(f"mode must be 'concat' or 'sum' (got {mode!r})")
+
+
+def mono_confidence(logits: Tensor, mask: Tensor, eps: float = 1e-6
+                    ) -> Tensor:
+    r"""Mono-confidence :math:`c_m = \mathrm{clamp}(\sigma(g(x_m)), \epsilon,
+    1-\epsilon)`, and :math:`c_m = 0` for a missing modality.
+
+    Args:
+        logits: ``[N, M]`` the confidence network's output :math:`g(x_m)`.
+    """
+    c = torch.sigmoid(logits).clamp(eps, 1 - eps)
+    return c * mask
+
+
+def holo_confidence(c: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
+    r"""Relative (holo) confidence:
+
+    .. math::
+        h_m = \frac{\sum_{j \in P, j \ne m} \log c_j}
+                   {\sum_{j \in P} \log c_j - \epsilon}
+
+    so :math:`h \in [0, 1]` and :math:`\sum_m h_m = K - 1`: a modality is
+    strong when it holds a small share of the entity's total
+    log-unconfidence. :math:`h = 1` when :math:`K = 1`; when
+    :math:`|\sum \log c| < \epsilon` (all confidences ≈ 1) the limit of equal
+    shares, :math:`(K-1)/K`, is used (method.md writes :math:`1/K`, which
+    equals it for :math:`K = 2` and would break :math:`\sum h = K-1`
+    otherwise). Missing modalities get 0.
+    """
+    k = mask.sum(dim=-1, keepdim=True).to(c.dtype)
+    log_c = torch.where(mask, c.clamp_min(eps).log(), torch.zeros_like(c))
+    total = log_c.sum(dim=-1, keepdim=True)
+    h = (total - log_c) / (total - eps)
+    tiny = total.abs() < eps
+    h = torch.where(tiny, (k - 1) / k.clamp_min(1), h)
+    h = torch.where(k == 1, torch.ones_like(h), h)
+    return h * mask
+
+
+def co_belief(c: Tensor, h: Tensor, detach: bool = True) -> Tensor:
+    r"""Co-belief :math:`b = \mathrm{sg}(c) + \mathrm{sg}(h)` (``sg`` =
+    stop-gradient when :obj:`detach`)."""
+    if detach:
+        return c.detach() + h.detach()
+    return c + h
+
+
+def mean_attention(attention: Tensor, mask: Tensor) -> Tensor:
+    r""":math:`\bar A`: the head-mean of ``attention [N, H, M, M]``
+    restricted to present rows and columns, rows renormalised."""
+    a = attention.mean(dim=1) if attention.dim() == 4 else attention
+    pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+    a = a * pair
+    return a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def distribution_uniformity(attention: Tensor, mask: Tensor,
+                            source: str = 'row'
+                            ) -> Tuple[Tensor, Tensor]:
+    r"""Distribution uniformity and the uncertainty read from it.
+
+    .. math::
+        DU_m = \frac{1}{K} \sum_{j \in P} \left|\bar A_{m,j} -
+        \frac{1}{K}\right|,\quad
+        u_m = 1 - \frac{DU_m}{DU_{\max}},\quad
+        DU_{\max} = \frac{2(K-1)}{K^2}
+
+    Args:
+        attention: ``[N, H, M, M]`` (or head-averaged ``[N, M, M]``).
+        mask: ``[N, M]``.
+        source: ``'row'`` (each modality's attention row), ``'col'`` (each
+            modality's column, renormalised over present rows: MEAformer's
+            received-attention scores), or ``'entity'`` (one DU per entity,
+            the mean of the row DUs).
+
+    Returns:
+        ``(du [N, M], u [N, M])``, detached (they measure, they are not
+        trained through); :math:`u = 1` for a missing modality and
+        :math:`u = 0` when :math:`K = 1`; :math:`du = 0` where missing.
+    """
+    a = mean_attention(attention.detach(), mask)
+    if source == 'col':
+        a = a.transpose(-1, -2)
+        a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    elif source not in ('row', 'entity'):
+        raise ValueError(f"source must be 'row', 'col' or 'entity' (got "
+                         f'{source!r})')
+    m = mask.to(a.dtype)
+    k = m.sum(dim=-1, keepdim=True)
+    inv_k = 1.0 / k.clamp_min(1)
+    dev = (a - inv_k.unsqueeze(-1)).abs() * m.unsqueeze(-2)
+    du = dev.sum(dim=-1) * inv_k * m
+    if source == 'entity':
+        du = (du.sum(dim=-1, keepdim=True) * inv_k) * m
+    du_max = 2 * (k - 1) * inv_k * inv_k
+    certainty = torch.where(k > 1, du / du_max.clamp_min(1e-12),
+                            torch.ones_like(du)).clamp(0, 1)
+    u = torch.where(mask, 1 - certainty, torch.ones_like(certainty))
+    return du, u
+
+
+def relative_calibration(du: Tensor, mask: Tensor, mode: str = 'geo',
+                         eps: float = 1e-8) -> Tensor:
+    r"""Relative calibration, detached.
+
+    * ``'geo'``: :math:`RC_m = \min(1, DU_m / G_{-m})`, with
+      :math:`G_{-m}` the geometric mean of the other present DUs;
+    * ``'pdf_remnant'``: :math:`RC_m = \min(1, DU_m / \sum_{j \in P,
+      j \ne m} DU_j)`, the ratio to the remnant's total.
+
+    Both equal PDF's two-modality rule :math:`\min(1, DU_1/DU_2)` for
+    :math:`K = 2`. :math:`RC = 1` when :math:`K = 1`, 0 where missing.
+    """
+    du = du.detach()  # RC is a constant to every loss
+    m = mask.to(du.dtype)
+    k = m.sum(dim=-1, keepdim=True)
+    others = (k - m).clamp_min(1)
+    if mode == 'geo':
+        log_du = torch.where(mask, (du + eps).log(), torch.zeros_like(du))
+        ref = ((log_du.sum(dim=-1, keepdim=True) - log_du) / others).exp()
+    elif mode == 'pdf_remnant':
+        ref = (du * m).sum(dim=-1, keepdim=True) - du
+    else:
+        raise ValueError(f"mode must be 'geo' or 'pdf_remnant' (got "
+                         f'{mode!r})')
+    rc = torch.minimum(torch.ones_like(du), (du + eps) / (ref + eps))
+    rc = torch.where(k > 1, rc, torch.ones_like(rc))
+    return rc * m
+
+
+def tcp_target(source: Tensor, target: Tensor, tau: float = 0.1
+               ) -> Tuple[Tensor, Tensor]:
+    r"""True-class probability per modality, the target of the confidence.
+
+    :math:`p_m(e)` is the probability that modality :math:`m` alone gives to
+    the true counterpart of :math:`e` within the ICL candidate set (``B``
+    cross-KG plus ``B - 1`` same-KG candidates,
+    :func:`ricea_pyg.loss.in_batch_logits`).
+
+    Args:
+        source, target: ``[B, M, d]`` embeddings of ``B`` aligned pairs.
+
+    Returns:
+        ``(p_source [B, M], p_target [B, M])``, detached.
+    """
+    with torch.no_grad():
+        p_s, p_t = true_counterpart_probability(source.transpose(0, 1),
+                                                target.transpose(0, 1), tau)
+    return p_s.t(), p_t.t()
+
+
+def tcp_loss(confidence: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    r""":math:`\mathcal{L}_{tcp} = \frac{1}{|V|}\sum_{(e,m) \in V}
+    |c_m(e) - \mathrm{sg}(p_m(e))|`, over the valid (present) entries; 0 when
+    none is valid."""
+    diff = (confidence - target.detach()).abs() * valid
+    return diff.sum() / valid.sum().clamp_min(1)

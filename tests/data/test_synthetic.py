@@ -61,3 +61,13 @@ def test_planted_embeddings():
     assert torch.allclose(src.norm(dim=1), torch.ones(200))
     hit = (src @ tgt.t()).argmax(1) == pairs[1]
     assert hit.float().mean() > 0.95
+
+
+def test_class_labels_and_homophily():
+    data = synthetic_pair(2000, num_classes=4, homophily=0.9, seed=3)
+    y = data['source'].y
+    assert y.shape == (data['source'].num_nodes,) and y.max() == 3
+    ei = data['source', 'rel', 'source'].edge_index
+    assert (y[ei[0]] == y[ei[1]]).float().mean() > 0.85
+    p = data[ALIGN]['test_index']
+    assert torch.equal(y[p[0]], data['target'].y[p[1]])

@@ -1,0 +1,109 @@
+"""Forward and forward+backward time and peak memory of every fusion.
+
+    python benchmarks/fusion_layers.py                   # full grid
+    python benchmarks/fusion_layers.py --sizes 40000 --modalities 6 --json
+
+Each row: one fusion at one (N, M, d), eager or torch.compile, on CPU (and
+CUDA when present). The backward pass is that of a random linear read-out of
+the fused output, with gradients w.r.t. the inputs (as when the modality
+embeddings come from encoders). Ends with the ADCFusion / MEAformerFusion
+ratio measured in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import PeakMemory, emit, machine, median_time  # noqa: E402
+
+from ricea_pyg.nn import FUSIONS  # noqa: E402
+
+
+def bench(name, n, m, d, device, compiled, repeats):
+    torch.manual_seed(0)
+    kwargs = dict(num_modalities=m)
+    if name in ('meaformer', 'adc'):
+        kwargs['channels'] = d
+    fusion = FUSIONS[name](**kwargs).to(device)
+    f = torch.compile(fusion) if compiled else fusion
+    x = torch.randn(n, m, d, device=device)
+    mask = torch.rand(n, m, device=device) > 0.2
+    mask[:, 0] = True
+    readout = torch.randn(n, m * d, device=device)
+    xg = x.clone().requires_grad_()
+
+    def forward():
+        with torch.no_grad():
+            f(x, mask=mask)
+
+    def forward_backward():
+        xg.grad = None
+        fusion.zero_grad(set_to_none=True)
+        (f(xg, mask=mask) * readout).sum().backward()
+
+    t_fwd = median_time(forward, device, repeats=repeats)
+    t_fb = median_time(forward_backward, device, repeats=repeats)
+    with PeakMemory(device) as mem:
+        forward_backward()
+    return dict(fusion=name, N=n, M=m, d=d, device=device.type,
+                mode='compile' if compiled else 'eager',
+                fwd_s=t_fwd, fwd_bwd_s=t_fb, peak_mb=mem.peak / 2**20)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--sizes', type=int, nargs='+',
+                   default=[10_000, 40_000, 200_000])
+    p.add_argument('--modalities', type=int, nargs='+', default=[2, 4, 6])
+    p.add_argument('--channels', type=int, default=300)
+    p.add_argument('--fusions', nargs='+', default=list(FUSIONS))
+    p.add_argument('--no-compile', action='store_true')
+    p.add_argument('--repeats', type=int, default=5)
+    p.add_argument('--json', action='store_true')
+    args = p.parse_args()
+    devices = [torch.device('cpu')]
+    if torch.cuda.is_available():
+        devices.append(torch.device('cuda'))
+    if not args.json:
+        print(f'# {machine()}')
+    rows = []
+    for device in devices:
+        for compiled in [False] + ([] if args.no_compile else [True]):
+            for n in args.sizes:
+                for m in args.modalities:
+                    for name in args.fusions:
+                        rows.append(bench(name, n, m, args.channels, device,
+                                          compiled, args.repeats))
+                        if not args.json:
+                            emit(rows[-1:], False, list(rows[-1]))
+    cols = ['fusion', 'N', 'M', 'd', 'device', 'mode', 'fwd_s', 'fwd_bwd_s',
+            'peak_mb']
+    ratios = []
+    for r in rows:
+        if r['fusion'] != 'adc':
+            continue
+        ref = [q for q in rows if q['fusion'] == 'meaformer' and all(
+            q[k] == r[k] for k in ('N', 'M', 'd', 'device', 'mode'))]
+        if ref:
+            ratios.append(dict(N=r['N'], M=r['M'], device=r['device'],
+                               mode=r['mode'],
+                               fwd_ratio=r['fwd_s'] / ref[0]['fwd_s'],
+                               fwd_bwd_ratio=r['fwd_bwd_s'] /
+                               ref[0]['fwd_bwd_s']))
+    if args.json:
+        emit(rows + [dict(ratio='adc/meaformer', **r) for r in ratios], True,
+             cols)
+    else:
+        print('\nAll rows')
+        emit(rows, False, cols)
+        print('\nADCFusion / MEAformerFusion (same process)')
+        emit(ratios, False, ['N', 'M', 'device', 'mode', 'fwd_ratio',
+                             'fwd_bwd_ratio'])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,93 @@
+"""Alignment search at scale on planted-alignment embeddings.
+
+    python benchmarks/search.py --sizes 15000 100000 --dims 128 300
+    python benchmarks/search.py --sizes 1000000 --dims 128 --kinds auto --no-dense
+
+For each (N, d) and index kind: build time, top-1 search time, peak RSS,
+recall@1 against exact search (on a sample of --recall-queries queries) and
+Hits@1 of the planted alignment; then the full pipeline (CSLS k=3 with that
+kind: r_s, r_t and the CSLS top-1) with its Hits@1. Rows print as a table, and
+as JSON lines with --json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import PeakMemory, emit, machine  # noqa: E402
+
+from ricea_pyg.data import planted_embeddings  # noqa: E402
+from ricea_pyg.search import AlignmentIndex, csls_search, torch_topk  # noqa
+
+
+def run_kind(kind, src, tgt, perm, exact_ids, sample, backend='auto'):
+    cpu = torch.device('cpu')
+    row = dict(kind=kind, N=src.size(0), d=src.size(1))
+    with PeakMemory(cpu) as mem:
+        t = time.perf_counter()
+        if kind == 'dense-torch':
+            ids = torch_topk(src, tgt, 1)[1][:, 0]
+            row['build_s'] = 0.0
+        else:
+            index = AlignmentIndex(kind, backend=backend)
+            index.add(tgt)
+            row['build_s'] = time.perf_counter() - t
+            row['chosen'] = index.chosen
+            t = time.perf_counter()
+            ids = index.search(src, 1)[1][:, 0]
+        row['search_s'] = time.perf_counter() - t - (
+            0 if kind == 'dense-torch' else 0)
+    row['peak_rss_mb'] = mem.peak / 2**20
+    row['recall@1'] = (ids[sample] == exact_ids).float().mean().item()
+    row['hits@1'] = (ids == perm).float().mean().item()
+    if kind != 'dense-torch':
+        t = time.perf_counter()
+        with PeakMemory(cpu) as mem:
+            c_ids = csls_search(src, tgt, 1, csls_k=3, kind=kind)[1][:, 0]
+        row['csls_pipeline_s'] = time.perf_counter() - t
+        row['csls_peak_mb'] = mem.peak / 2**20
+        row['csls_hits@1'] = (c_ids == perm).float().mean().item()
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--sizes', type=int, nargs='+', default=[15_000, 100_000])
+    p.add_argument('--dims', type=int, nargs='+', default=[128, 300])
+    p.add_argument('--kinds', nargs='+',
+                   default=['flat', 'ivf', 'hnsw', 'auto'])
+    p.add_argument('--no-dense', action='store_true')
+    p.add_argument('--noise', type=float, default=0.6)
+    p.add_argument('--recall-queries', type=int, default=10_000)
+    p.add_argument('--json', action='store_true')
+    args = p.parse_args()
+    if not args.json:
+        print(f'# {machine()}')
+    rows = []
+    cols = ['kind', 'chosen', 'N', 'd', 'build_s', 'search_s', 'peak_rss_mb',
+            'recall@1', 'hits@1', 'csls_pipeline_s', 'csls_peak_mb',
+            'csls_hits@1']
+    for n in args.sizes:
+        for d in args.dims:
+            src, tgt, pairs = planted_embeddings(n, d, args.noise, seed=0)
+            perm = pairs[1]
+            gen = torch.Generator().manual_seed(1)
+            sample = torch.randperm(n, generator=gen)[:args.recall_queries]
+            exact_ids = torch_topk(src[sample], tgt, 1)[1][:, 0]
+            kinds = list(args.kinds) + ([] if args.no_dense else
+                                        ['dense-torch'])
+            for kind in kinds:
+                rows.append(run_kind(kind, src, tgt, perm, exact_ids, sample))
+                emit(rows[-1:], args.json, cols if not args.json else [])
+    if not args.json:
+        print('\nAll rows')
+        emit(rows, False, cols)
+
+
+if __name__ == '__main__':
+    main()

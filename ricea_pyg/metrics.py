@@ -1,0 +1,71 @@
+"""Alignment metrics: Hits@k, MRR and MR in both directions, exact ranks."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ricea_pyg.search.csls import true_ranks
+
+__all__ = ['alignment_metrics', 'rank_metrics']
+
+
+def rank_metrics(ranks: Tensor, hits: Sequence[int] = (1, 10)
+                 ) -> Dict[str, float]:
+    """Hits@k, MRR and MR from 1-based ranks."""
+    r = ranks.double()
+    out = {f'hits@{k}': (r <= k).double().mean().item() for k in hits}
+    out['mrr'] = (1.0 / r).mean().item()
+    out['mr'] = r.mean().item()
+    return out
+
+
+def alignment_metrics(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
+                      csls_k: int = 0,
+                      candidates: Optional[Tuple[Tensor, Tensor]] = None,
+                      hits: Sequence[int] = (1, 10),
+                      batch_size: int = 4096) -> Dict[str, float]:
+    r"""Left-to-right and right-to-left alignment metrics.
+
+    Each source of :obj:`pairs` is ranked against all target rows (or the
+    candidate subset), and each target against all source rows, with exact
+    ranks (ties count against the query).
+
+    Args:
+        source_emb, target_emb: ``[N_s, d]``, ``[N_t, d]``.
+        pairs: ``[2, P]`` gold pairs (source row, target row).
+        csls_k: 0 for cosine, else CSLS with this neighbourhood, computed
+            over the candidate sets. (default: :obj:`0`)
+        candidates: Optional ``(source_ids, target_ids)`` restricting the
+            candidates; each must contain the gold rows of :obj:`pairs`. The
+            usual protocol passes ``(pairs[0], pairs[1])`` of the test split.
+
+    Returns:
+        ``hits@1``, ``hits@10``, ``mrr``, ``mr``, and the same keys prefixed
+        ``r2l_``.
+    """
+    if pairs.dim() != 2 or pairs.size(0) != 2:
+        raise ValueError('pairs must be [2, P]')
+    if candidates is None:
+        s_cand = torch.arange(source_emb.size(0), device=pairs.device)
+        t_cand = torch.arange(target_emb.size(0), device=pairs.device)
+    else:
+        s_cand, t_cand = candidates
+    out = {}
+    for prefix, (q_emb, c_emb, q_ids, t_ids, cand, q_cand) in {
+            '': (source_emb, target_emb, pairs[0], pairs[1], t_cand, s_cand),
+            'r2l_': (target_emb, source_emb, pairs[1], pairs[0], s_cand,
+                     t_cand),
+    }.items():
+        pos = torch.full((c_emb.size(0),), -1, dtype=torch.long,
+                         device=pairs.device)
+        pos[cand] = torch.arange(cand.numel(), device=pairs.device)
+        truth = pos[t_ids]
+        if (truth < 0).any():
+            raise ValueError('a gold counterpart is not among the candidates')
+        ranks = true_ranks(q_emb[q_ids], c_emb[cand], truth, csls_k,
+                           batch_size, neighbors=q_emb[q_cand])
+        out.update({prefix + k: v for k, v in rank_metrics(ranks,
+                                                           hits).items()})
+    return out

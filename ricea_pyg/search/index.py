@@ -1,0 +1,239 @@
+"""Nearest-neighbour search over target embeddings: FAISS when installed
+(GPU when the data is on CUDA and faiss-gpu is present), pure torch
+otherwise."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = ['AlignmentIndex', 'faiss_available', 'torch_topk']
+
+try:  # faiss-cpu or faiss-gpu; both are optional
+    import faiss
+except ImportError:  # pragma: no cover - depends on the install
+    faiss = None
+
+
+def faiss_available() -> bool:
+    return faiss is not None
+
+
+def _faiss_gpu() -> bool:
+    return faiss is not None and hasattr(faiss, 'StandardGpuResources') and \
+        faiss.get_num_gpus() > 0
+
+
+def torch_topk(queries: Tensor, base: Tensor, k: int, metric: str = 'ip',
+               exclude: Optional[Tensor] = None, batch_size: int = 8192,
+               base_offset: int = 0) -> Tuple[Tensor, Tensor]:
+    """Exact top-k by chunked matrix products (memory ``batch_size × N``).
+
+    Scores are inner products (``'ip'``) or negative squared L2 distances
+    (``'l2'``), so larger is better for both. Missing slots (k > N) are
+    ``-inf`` with id ``-1``.
+    """
+    n = base.size(0)
+    kk = min(k, n)
+    out_s = torch.full((queries.size(0), k), float('-inf'),
+                       dtype=queries.dtype, device=queries.device)
+    out_i = torch.full((queries.size(0), k), -1, dtype=torch.long,
+                       device=queries.device)
+    if kk == 0:
+        return out_s, out_i
+    sq = base.pow(2).sum(-1) if metric == 'l2' else None
+    for s in range(0, queries.size(0), batch_size):
+        q = queries[s:s + batch_size]
+        scores = q @ base.t()
+        if metric == 'l2':
+            scores = 2 * scores - sq - q.pow(2).sum(-1, keepdim=True)
+        if exclude is not None:
+            scores[:, exclude] = float('-inf')
+        top_s, top_i = scores.topk(kk, dim=1)
+        out_s[s:s + q.size(0), :kk] = top_s
+        out_i[s:s + q.size(0), :kk] = top_i + base_offset
+    out_i[out_s == float('-inf')] = -1
+    return out_s, out_i
+
+
+class AlignmentIndex:
+    r"""An index over target embeddings for alignment search.
+
+    Args:
+        kind (str): ``'flat'`` (exact), ``'ivf'`` (inverted lists), ``'hnsw'``
+            (graph), or ``'auto'``: exact below :obj:`auto_exact_below`
+            vectors, IVF above (see :attr:`chosen`). (default: ``'auto'``)
+        metric (str): ``'ip'`` (cosine on ℓ2-normalised input) or ``'l2'``.
+            Scores are inner products or *negative* squared distances, so
+            larger is always better. (default: ``'ip'``)
+        backend (str): ``'faiss'``, ``'torch'`` (exact kinds only) or
+            ``'auto'`` (FAISS when importable). (default: ``'auto'``)
+        nlist (int, optional): IVF lists (default: ``4 sqrt(N)``).
+        nprobe (int, optional): IVF lists probed (default: ``nlist / 8``,
+            at least 16).
+        hnsw_m (int): HNSW degree. (default: :obj:`32`)
+        ef_search (int): HNSW search depth. (default: :obj:`128`)
+        batch_size (int): Queries per batch (bounds memory).
+            (default: :obj:`8192`)
+        auto_exact_below (int): (default: :obj:`50_000`)
+    """
+
+    def __init__(self, kind: str = 'auto', metric: str = 'ip',
+                 backend: str = 'auto', nlist: Optional[int] = None,
+                 nprobe: Optional[int] = None, hnsw_m: int = 32,
+                 ef_search: int = 128, batch_size: int = 8192,
+                 auto_exact_below: int = 50_000):
+        if kind not in ('auto', 'flat', 'ivf', 'hnsw'):
+            raise ValueError(f'unknown index kind {kind!r}')
+        if metric not in ('ip', 'l2'):
+            raise ValueError(f"metric must be 'ip' or 'l2' (got {metric!r})")
+        if backend == 'auto':
+            backend = 'faiss' if faiss is not None else 'torch'
+        if backend == 'faiss' and faiss is None:
+            raise ImportError("backend='faiss' needs faiss: pip install "
+                              "'ricea-pyg[cpu]' (or [gpu])")
+        if backend == 'torch' and kind in ('ivf', 'hnsw'):
+            raise ValueError(f'{kind!r} needs FAISS; the torch backend is '
+                             "exact only (kind='flat')")
+        self.kind, self.metric, self.backend = kind, metric, backend
+        self.nlist, self.nprobe = nlist, nprobe
+        self.hnsw_m, self.ef_search = hnsw_m, ef_search
+        self.batch_size, self.auto_exact_below = batch_size, auto_exact_below
+        self.chosen: Optional[str] = None
+        self._base: Optional[Tensor] = None
+        self._index = None
+        self.ntotal = 0
+
+    def __repr__(self) -> str:
+        return (f'AlignmentIndex(kind={self.chosen or self.kind}, '
+                f'metric={self.metric}, backend={self.backend}, '
+                f'ntotal={self.ntotal})')
+
+    def _choose(self, n: int) -> str:
+        if self.kind != 'auto':
+            return self.kind
+        if self.backend == 'torch' or n < self.auto_exact_below:
+            return 'flat'
+        return 'ivf'
+
+    def add(self, x: Tensor) -> AlignmentIndex:
+        """Adds (and, for IVF, trains on) the target vectors ``[N, d]``."""
+        if x.dim() != 2:
+            raise ValueError('add expects [N, d]')
+        if not torch.isfinite(x).all():
+            raise ValueError('target embeddings contain NaN or inf')
+        if self.ntotal and self.chosen == 'ivf':
+            raise ValueError('IVF indexes are built in one add() call')
+        self.chosen = self._choose(self.ntotal + x.size(0))
+        self.device = x.device
+        if self.backend == 'torch':
+            x = x.detach()
+            self._base = x if self._base is None else torch.cat([self._base,
+                                                                 x])
+        else:
+            self._add_faiss(x.detach().float().cpu().contiguous().numpy())
+        self.ntotal += x.size(0)
+        return self
+
+    def _add_faiss(self, x) -> None:
+        d = x.shape[1]
+        n = x.shape[0] + self.ntotal
+        fm = faiss.METRIC_INNER_PRODUCT if self.metric == 'ip' else \
+            faiss.METRIC_L2
+        if self._index is None:
+            if self.chosen == 'flat':
+                index = faiss.IndexFlatIP(d) if self.metric == 'ip' else \
+                    faiss.IndexFlatL2(d)
+            elif self.chosen == 'hnsw':
+                index = faiss.IndexHNSWFlat(d, self.hnsw_m, fm)
+                index.hnsw.efSearch = self.ef_search
+            else:
+                nlist = self.nlist or max(1, int(4 * math.sqrt(n)))
+                quant = faiss.IndexFlatIP(d) if self.metric == 'ip' else \
+                    faiss.IndexFlatL2(d)
+                index = faiss.IndexIVFFlat(quant, d, nlist, fm)
+                index.nprobe = self.nprobe or max(16, nlist // 8)
+                index.train(x[:max(64 * nlist, 256 * 1024)])
+                self._quantizer = quant
+            if self.device.type == 'cuda' and _faiss_gpu():
+                self._res = faiss.StandardGpuResources()
+                index = faiss.index_cpu_to_gpu(self._res, 0, index)
+            self._index = index
+        self._index.add(x)
+
+    def search(self, queries: Tensor, k: int,
+               exclude: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Top-:obj:`k` ``(scores [Q, k], ids [Q, k])``, best first.
+
+        Args:
+            exclude: Target ids never returned (e.g. already aligned ones).
+        """
+        if self.ntotal == 0:
+            raise RuntimeError('search on an empty index: call add() first')
+        if not torch.isfinite(queries).all():
+            raise ValueError('queries contain NaN or inf')
+        if self.backend == 'torch':
+            q = queries.detach().to(self._base.device, self._base.dtype)
+            return torch_topk(q, self._base, k, self.metric, exclude,
+                              self.batch_size)
+        params = None
+        if exclude is not None and exclude.numel() > 0:
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(
+                exclude.cpu().numpy().astype('int64')))
+            self._selector = sel  # keep alive during the search
+            params = faiss.SearchParameters(sel=sel)
+            if self.chosen == 'ivf':
+                params = faiss.SearchParametersIVF(sel=sel,
+                                                   nprobe=self._index.nprobe)
+            elif self.chosen == 'hnsw':
+                params = faiss.SearchParametersHNSW(sel=sel,
+                                                    efSearch=self.ef_search)
+        q = queries.detach().float().cpu().contiguous().numpy()
+        scores, ids = [], []
+        for s in range(0, q.shape[0], self.batch_size):
+            d, i = self._index.search(q[s:s + self.batch_size], k,
+                                      params=params)
+            scores.append(torch.from_numpy(d))
+            ids.append(torch.from_numpy(i))
+        scores, ids = torch.cat(scores), torch.cat(ids)
+        if self.metric == 'l2':
+            scores = -scores
+        scores[ids < 0] = float('-inf')
+        return scores.to(queries.device), ids.to(queries.device)
+
+    def save(self, path: str) -> None:
+        """Writes the index to :obj:`path` (a folder)."""
+        os.makedirs(path, exist_ok=True)
+        meta = dict(kind=self.kind, chosen=self.chosen, metric=self.metric,
+                    backend=self.backend, ntotal=self.ntotal,
+                    ef_search=self.ef_search, batch_size=self.batch_size)
+        if self.backend == 'torch':
+            torch.save(self._base.cpu(), os.path.join(path, 'base.pt'))
+        else:
+            index = self._index
+            if hasattr(faiss, 'index_gpu_to_cpu') and _faiss_gpu() and \
+                    self.device.type == 'cuda':
+                index = faiss.index_gpu_to_cpu(index)
+            faiss.write_index(index, os.path.join(path, 'index.faiss'))
+        with open(os.path.join(path, 'meta.json'), 'w') as f:
+            json.dump(meta, f)
+
+    @classmethod
+    def load(cls, path: str) -> AlignmentIndex:
+        with open(os.path.join(path, 'meta.json')) as f:
+            meta = json.load(f)
+        index = cls(kind=meta['kind'], metric=meta['metric'],
+                    backend=meta['backend'], ef_search=meta['ef_search'],
+                    batch_size=meta['batch_size'])
+        index.chosen, index.ntotal = meta['chosen'], meta['ntotal']
+        index.device = torch.device('cpu')
+        if meta['backend'] == 'torch':
+            index._base = torch.load(os.path.join(path, 'base.pt'))
+        else:
+            index._index = faiss.read_index(os.path.join(path,
+                                                         'index.faiss'))
+        return index

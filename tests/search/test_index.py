@@ -1,0 +1,98 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ricea_pyg.search import AlignmentIndex, faiss_available, torch_topk
+
+BACKENDS = ['torch'] + (['faiss'] if faiss_available() else [])
+
+
+def data(n=300, q=50, d=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (F.normalize(torch.randn(n, d, generator=gen), dim=1),
+            F.normalize(torch.randn(q, d, generator=gen), dim=1))
+
+
+def dense(base, queries, k, metric='ip'):
+    if metric == 'ip':
+        s = queries @ base.t()
+    else:
+        s = -torch.cdist(queries, base).pow(2)
+    return s.topk(k, dim=1)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('metric', ['ip', 'l2'])
+def test_flat_equals_dense(backend, metric):
+    base, q = data()
+    index = AlignmentIndex('flat', metric, backend, batch_size=7).add(base)
+    s, i = index.search(q, 5)
+    ref_s, ref_i = dense(base, q, 5, metric)
+    assert torch.equal(i, ref_i)
+    assert torch.allclose(s, ref_s, atol=1e-5)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_exclude_and_k_larger_than_n(backend):
+    base, q = data(n=6)
+    exclude = torch.tensor([0, 3])
+    s, i = AlignmentIndex('flat', backend=backend).add(base).search(
+        q, 8, exclude=exclude)
+    assert not torch.isin(i[i >= 0], exclude).any()
+    assert (i[:, 4:] == -1).all() and torch.isinf(s[:, 4:]).all()
+    ref = q @ base.t()
+    ref[:, exclude] = float('-inf')
+    assert torch.equal(i[:, :4], ref.topk(4, dim=1).indices)
+
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss not installed')
+@pytest.mark.parametrize('kind', ['ivf', 'hnsw'])
+def test_approximate_kinds_have_high_recall(kind):
+    base, q = data(n=4000, q=200, d=32)
+    index = AlignmentIndex(kind, nlist=32, nprobe=16).add(base)
+    _, i = index.search(q, 1)
+    _, ref = dense(base, q, 1)
+    assert (i[:, 0] == ref[:, 0]).float().mean() >= 0.95
+    assert index.chosen == kind
+
+
+def test_auto_reports_choice():
+    base, _ = data(n=100)
+    index = AlignmentIndex('auto', auto_exact_below=50)
+    assert index.add(base).chosen == ('ivf' if faiss_available() else 'flat')
+    assert 'kind=' in repr(index)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_save_load(backend, tmp_path):
+    base, q = data()
+    index = AlignmentIndex('flat', backend=backend).add(base)
+    index.save(str(tmp_path / 'idx'))
+    loaded = AlignmentIndex.load(str(tmp_path / 'idx'))
+    assert loaded.ntotal == 300
+    assert torch.equal(loaded.search(q, 3)[1], index.search(q, 3)[1])
+
+
+def test_errors():
+    with pytest.raises(ValueError, match='needs FAISS'):
+        AlignmentIndex('hnsw', backend='torch')
+    with pytest.raises(RuntimeError, match='empty index'):
+        AlignmentIndex('flat', backend='torch').search(torch.zeros(1, 2), 1)
+    with pytest.raises(ValueError, match='NaN'):
+        AlignmentIndex('flat', backend='torch').add(torch.tensor([[float(
+            'nan'), 0.0]]))
+
+
+def test_torch_topk_offset():
+    base, q = data(n=20)
+    s, i = torch_topk(q, base, 3, base_offset=100)
+    assert (i >= 100).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not faiss_available(), reason='faiss not installed')
+def test_cuda_inputs_match_cpu():
+    base, q = data()
+    cpu = AlignmentIndex('flat').add(base).search(q, 5)
+    gpu = AlignmentIndex('flat').add(base.cuda()).search(q.cuda(), 5)
+    assert gpu[1].is_cuda and torch.equal(gpu[1].cpu(), cpu[1])

@@ -133,10 +133,16 @@ def synthetic_pair(num_entities: int = 1000, num_relations: int = 20,
 
 
 def planted_embeddings(num: int, dim: int, noise: float = 0.3,
-                       seed: int = 0, chunk: int = 1 << 18
+                       seed: int = 0, num_clusters: int = 0,
+                       cluster_spread: float = 0.5, chunk: int = 1 << 18
                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""ℓ2-normalised source/target embeddings ``[num, dim]`` with a planted
     alignment: target row ``perm[i]`` is a noisy copy of source row ``i``.
+
+    Latent vectors are isotropic Gaussian (``num_clusters=0``, the worst case
+    for approximate search: intrinsic dimension = :obj:`dim`), or drawn around
+    :obj:`num_clusters` random centroids with std :obj:`cluster_spread`
+    (clustered, as trained embeddings are).
 
     Returns:
         :obj:`(source, target, pairs [2, num])`.
@@ -145,9 +151,14 @@ def planted_embeddings(num: int, dim: int, noise: float = 0.3,
     src = torch.empty(num, dim)
     tgt = torch.empty(num, dim)
     perm = torch.randperm(num, generator=gen)
+    centroids = (torch.randn(num_clusters, dim, generator=gen)
+                 if num_clusters > 0 else None)
     for s in range(0, num, chunk):
         e = min(s + chunk, num)
         z = torch.randn(e - s, dim, generator=gen)
+        if centroids is not None:
+            c = torch.randint(num_clusters, (e - s,), generator=gen)
+            z = centroids[c] + cluster_spread * z
         src[s:e] = z + noise * torch.randn(e - s, dim, generator=gen)
         tgt[perm[s:e]] = z + noise * torch.randn(e - s, dim, generator=gen)
     src = torch.nn.functional.normalize(src, dim=-1)

@@ -73,7 +73,7 @@ class AlignmentIndex:
         backend (str): ``'faiss'``, ``'torch'`` (exact kinds only) or
             ``'auto'`` (FAISS when importable). (default: ``'auto'``)
         nlist (int, optional): IVF lists (default: ``4 sqrt(N)``).
-        nprobe (int, optional): IVF lists probed (default: ``nlist / 8``,
+        nprobe (int, optional): IVF lists probed (default: ``nlist / 32``,
             at least 16).
         hnsw_m (int): HNSW degree. (default: :obj:`32`)
         ef_search (int): HNSW search depth. (default: :obj:`128`)
@@ -156,7 +156,7 @@ class AlignmentIndex:
                 quant = faiss.IndexFlatIP(d) if self.metric == 'ip' else \
                     faiss.IndexFlatL2(d)
                 index = faiss.IndexIVFFlat(quant, d, nlist, fm)
-                index.nprobe = self.nprobe or max(16, nlist // 8)
+                index.nprobe = self.nprobe or max(16, nlist // 32)
                 index.train(x[:max(64 * nlist, 256 * 1024)])
                 self._quantizer = quant
             if self.device.type == 'cuda' and _faiss_gpu():

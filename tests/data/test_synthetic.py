@@ -71,3 +71,14 @@ def test_class_labels_and_homophily():
     assert (y[ei[0]] == y[ei[1]]).float().mean() > 0.85
     p = data[ALIGN]['test_index']
     assert torch.equal(y[p[0]], data['target'].y[p[1]])
+
+
+def test_planted_embeddings_clustered():
+    src, tgt, pairs = planted_embeddings(500, 16, noise=0.1, seed=0,
+                                         num_clusters=5, cluster_spread=0.2)
+    hit = (src @ tgt.t()).argmax(1) == pairs[1]
+    assert hit.float().mean() > 0.9
+    # Same-cluster rows are near each other; isotropic rows almost never.
+    iso, _, _ = planted_embeddings(500, 16, seed=0)
+    assert ((src @ src.t()) > 0.8).float().mean() > 0.1
+    assert ((iso @ iso.t()) > 0.8).float().mean() < 0.01

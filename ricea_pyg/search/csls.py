@@ -44,6 +44,15 @@ def _augment(source: Tensor, target: Tensor, r_t: Tensor
     return q, t
 
 
+def _top_by_csls(source: Tensor, target: Tensor, r_s: Tensor, r_t: Tensor,
+                 k: int, kind: str, backend: str,
+                 exclude: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    q, t = _augment(source, target, r_t)
+    scores, ids = AlignmentIndex(kind, backend=backend).add(t).search(
+        q, k, exclude)
+    return scores - r_s.view(-1, 1), ids
+
+
 def csls_search(source: Tensor, target: Tensor, k: int, csls_k: int = 3,
                 kind: str = 'flat', backend: str = 'auto',
                 exclude: Optional[Tensor] = None
@@ -61,10 +70,7 @@ def csls_search(source: Tensor, target: Tensor, k: int, csls_k: int = 3,
             source, k, exclude)
     r_s = mean_topk_similarity(source, target, csls_k, backend, kind)
     r_t = mean_topk_similarity(target, source, csls_k, backend, kind)
-    q, t = _augment(source, target, r_t)
-    scores, ids = AlignmentIndex(kind, backend=backend).add(t).search(
-        q, k, exclude)
-    return scores - r_s.view(-1, 1), ids
+    return _top_by_csls(source, target, r_s, r_t, k, kind, backend, exclude)
 
 
 def _scores(q: Tensor, t: Tensor, r_t: Optional[Tensor]) -> Tensor:
@@ -120,8 +126,17 @@ def mutual_nearest_neighbors(source: Tensor, target: Tensor,
     Returns:
         ``[2, P]`` row indices into :obj:`source` and :obj:`target`.
     """
-    s_score, s2t = csls_search(source, target, 1, csls_k, backend=backend)
-    _, t2s = csls_search(target, source, 1, csls_k, backend=backend)
+    if csls_k > 0:  # r_s and r_t once, for both directions
+        source = F.normalize(source, dim=-1)
+        target = F.normalize(target, dim=-1)
+        r_s = mean_topk_similarity(source, target, csls_k, backend)
+        r_t = mean_topk_similarity(target, source, csls_k, backend)
+        s_score, s2t = _top_by_csls(source, target, r_s, r_t, 1, 'flat',
+                                    backend)
+        _, t2s = _top_by_csls(target, source, r_t, r_s, 1, 'flat', backend)
+    else:
+        s_score, s2t = csls_search(source, target, 1, 0, backend=backend)
+        _, t2s = csls_search(target, source, 1, 0, backend=backend)
     i = torch.arange(source.size(0), device=source.device)
     j = s2t[:, 0]
     keep = (j >= 0) & (t2s[j.clamp_min(0), 0] == i)

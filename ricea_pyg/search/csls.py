@@ -73,13 +73,6 @@ def csls_search(source: Tensor, target: Tensor, k: int, csls_k: int = 3,
     return _top_by_csls(source, target, r_s, r_t, k, kind, backend, exclude)
 
 
-def _scores(q: Tensor, t: Tensor, r_t: Optional[Tensor]) -> Tensor:
-    s = q @ t.t()
-    if r_t is not None:
-        s = 2 * s - r_t.view(1, -1)
-    return s
-
-
 def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
                csls_k: int = 0, batch_size: int = 4096,
                neighbors: Optional[Tensor] = None) -> Tensor:
@@ -99,15 +92,15 @@ def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
     """
     source = F.normalize(source, dim=-1)
     target = F.normalize(target, dim=-1)
-    r_t = None
-    if csls_k > 0:
+    if csls_k > 0:  # rank by <[2s, -1], [t, r_t]> = 2<s, t> - r_t
         ref = source if neighbors is None else F.normalize(neighbors, dim=-1)
-        r_t = mean_topk_similarity(target, ref, csls_k)
+        source, target = _augment(source, target,
+                                  mean_topk_similarity(target, ref, csls_k))
     ranks = torch.empty(source.size(0), dtype=torch.long,
                         device=source.device)
     for s in range(0, source.size(0), batch_size):
         q = source[s:s + batch_size]
-        scores = _scores(q, target, r_t)
+        scores = q @ target.t()
         rows = torch.arange(q.size(0), device=q.device)
         true = scores[rows, truth[s:s + q.size(0)]]
         ranks[s:s + q.size(0)] = (scores >= true.view(-1, 1)).sum(1)

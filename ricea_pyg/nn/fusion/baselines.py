@@ -38,8 +38,7 @@ class ConcatFusion(ModalityFusion):
         self.reset_parameters()
 
     def fuse(self, xs, mask: Tensor) -> FusionOutput:
-        m = mask.to(torch.get_default_dtype() if not isinstance(xs, Tensor)
-                    else xs.dtype)
+        m = mask.to((xs if isinstance(xs, Tensor) else xs[0]).dtype)
         fused = weighted_fusion(xs, m, 'concat')
         return FusionOutput(fused, m / m.sum(-1, keepdim=True).clamp_min(1))
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Type, Union
 
+from torch_geometric.resolver import normalize_string
+
 from ricea_pyg.nn.fusion.base import ModalityFusion
 from ricea_pyg.nn.fusion.baselines import (
     ConcatFusion,
@@ -22,10 +24,6 @@ FUSIONS: Dict[str, Type[ModalityFusion]] = {
 }
 
 
-def _norm(s: str) -> str:
-    return s.lower().replace('-', '').replace('_', '').replace(' ', '')
-
-
 def fusion_resolver(query: Union[str, ModalityFusion, Type[ModalityFusion]],
                     *args: Any, **kwargs: Any) -> ModalityFusion:
     r"""Returns a fusion from a name (``'concat'``, ``'global'``,
@@ -41,10 +39,10 @@ def fusion_resolver(query: Union[str, ModalityFusion, Type[ModalityFusion]],
     if isinstance(query, type) and issubclass(query, ModalityFusion):
         return query(*args, **kwargs)
     if isinstance(query, str):
-        q = _norm(query)
+        q = normalize_string(query)
         for name, cls in FUSIONS.items():
-            if q in (name, _norm(cls.__name__), _norm(cls.__name__).replace(
-                    'fusion', '')):
+            full = normalize_string(cls.__name__)
+            if q in (name, full, full.replace('fusion', '')):
                 return cls(*args, **kwargs)
     raise ValueError(f'could not resolve fusion {query!r}; choose from '
                      f'{sorted(FUSIONS)}')

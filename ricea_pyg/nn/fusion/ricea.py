@@ -58,10 +58,10 @@ class ConfidenceMLP(torch.nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x.transpose(0, 1)  # [M, N, d]
         last = len(self.weights) - 1
+        M = h.size(0)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w) if not self.shared else \
-                torch.addmm(b[0], h.reshape(-1, h.size(-1)), w[0]).view(
-                    h.size(0), h.size(1), -1)
+            # A shared MLP is the per-modality one with its weights expanded.
+            h = torch.baddbmm(b.expand(M, -1, -1), h, w.expand(M, -1, -1))
             if i < last:
                 h = F.relu(h)
         return h.squeeze(-1).t()

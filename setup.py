@@ -15,6 +15,7 @@ setup(
         'numpy',
         'tqdm',
     ],
+    entry_points={'console_scripts': ['ricea=ricea_pyg.cli:main']},
     extras_require={
         # faiss-cpu and faiss-gpu both provide `faiss` and conflict: pick one.
         # Without either, search falls back to pure torch.

@@ -82,7 +82,7 @@ def main():
     }
     rows = []
     for name, (model, g) in models.items():
-        def step():
+        def step(model=model, g=g):
             x.grad = None
             model.zero_grad(set_to_none=True)
             (model(x, g) * readout).sum().backward()

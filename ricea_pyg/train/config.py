@@ -1,0 +1,134 @@
+"""Training configuration: one dataclass, loadable from JSON/TOML files."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+__all__ = ['TrainConfig', 'ConfigError']
+
+
+class ConfigError(ValueError):
+    """A bad configuration file or value (the CLI exits with code 2)."""
+
+
+@dataclass
+class TrainConfig:
+    r"""Everything a training run depends on (saved with each checkpoint).
+
+    Defaults follow method.md's protocol (MEAformer's) except the length,
+    which is sized for a CPU run; see ``docs/pipeline.md``.
+    """
+    # model
+    modalities: Optional[List[str]] = None  # None = all in the data
+    channels: int = 300
+    fusion: str = 'adc'
+    fusion_kwargs: Dict[str, Any] = field(default_factory=dict)
+    gat_layers: int = 2
+    gat_heads: int = 2
+    gat_diag: bool = True
+    dropout: float = 0.0
+    # loss
+    tau: float = 0.1
+    alpha: float = 0.5
+    lambda_tcp: float = 1.0
+    uncertainty_weighting: bool = True
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 3500
+    lr: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup: float = 0.15
+    clip: float = 1.0
+    seed: int = 0
+    # selection and evaluation
+    eval_every: int = 5
+    patience: int = 0  # evaluations without improvement; 0 = never stop
+    select_metric: str = 'mrr'
+    csls_k: int = 3
+    candidates: str = 'test'  # 'test' (standard protocol) or 'all'
+    # iterative mode (method.md)
+    iterative: bool = False
+    iter_epochs: int = 50  # second stage length
+    iter_every: int = 5
+    iter_add_every: int = 25
+    iter_lr_factor: float = 0.2
+    iter_threshold: Optional[float] = None
+    # output
+    checkpoint_every: int = 10
+    progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        positive = ['channels', 'epochs', 'batch_size', 'eval_every',
+                    'iter_every', 'iter_add_every', 'checkpoint_every',
+                    'gat_layers', 'gat_heads']
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f'{name} must be at least 1 (got '
+                                  f'{getattr(self, name)!r})')
+        if self.lr <= 0 or self.tau <= 0:
+            raise ConfigError('lr and tau must be positive')
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f'warmup is a fraction in [0, 1) (got '
+                              f'{self.warmup!r})')
+        if self.candidates not in ('test', 'all'):
+            raise ConfigError(f"candidates must be 'test' or 'all' (got "
+                              f'{self.candidates!r})')
+        if self.select_metric not in ('mrr', 'hits@1', 'hits@10'):
+            raise ConfigError(f"select_metric must be 'mrr', 'hits@1' or "
+                              f"'hits@10' (got {self.select_metric!r})")
+        if self.patience < 0 or self.csls_k < 0:
+            raise ConfigError('patience and csls_k must be >= 0')
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def keys(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any], source: str = 'config'
+                  ) -> TrainConfig:
+        unknown = sorted(set(values) - set(cls.keys()))
+        if unknown:
+            hints = [f'{k!r} (did you mean {close[0]!r}?)' if close else
+                     repr(k) for k in unknown
+                     for close in [difflib.get_close_matches(k, cls.keys(),
+                                                             n=1)]]
+            raise ConfigError(f'{source}: unknown key(s) {", ".join(hints)};'
+                              f' valid keys: {cls.keys()}')
+        try:
+            return cls(**values)
+        except TypeError as e:
+            raise ConfigError(f'{source}: {e}') from None
+
+    @classmethod
+    def from_file(cls, path: str, **overrides) -> TrainConfig:
+        """JSON (``.json``) or TOML (``.toml``); :obj:`overrides` win."""
+        if not os.path.isfile(path):
+            raise ConfigError(f'{path}: config file not found')
+        try:
+            if path.endswith('.toml'):
+                import tomllib
+                with open(path, 'rb') as f:
+                    values = tomllib.load(f)
+            else:
+                with open(path, encoding='utf-8') as f:
+                    values = json.load(f)
+        except (ValueError, OSError) as e:
+            line = getattr(e, 'lineno', None)
+            where = f'{path}:{line}' if line else path
+            raise ConfigError(f'{where}: cannot parse config ({e}); fix the '
+                              'syntax (JSON object or TOML table)') from None
+        if not isinstance(values, dict):
+            raise ConfigError(f'{path}: the config must be an object of '
+                              'key/value pairs')
+        values.update(overrides)
+        return cls.from_dict(values, source=path)

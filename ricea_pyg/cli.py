@@ -79,11 +79,19 @@ def load_data(spec: Dict[str, Any]):
                        f'(for DBP15K the folder holding {spec["pair"]}/)')
     if kind == 'dbp15k':
         from ricea_pyg.datasets import DBP15K
-        if not spec['download'] and not os.path.isdir(
-                os.path.join(root, spec['pair'])):
-            raise CLIError(f'{os.path.join(root, spec["pair"])}: pair folder '
-                           'not found; check --root/--pair or add '
-                           '--download')
+        from ricea_pyg.datasets.dbp15k import _CORE
+        needed = [os.path.join(spec['pair'], f) for f in _CORE]
+        if not spec['no_names']:
+            needed.append(os.path.join('translated_ent_name',
+                                       f'dbp_{spec["pair"]}.json'))
+        missing = [f for f in needed
+                   if not os.path.isfile(os.path.join(root, f))]
+        if missing and not spec['download']:
+            fix = ('--no-names to train without names, or ' if any(
+                'translated' in f for f in missing) else '')
+            raise CLIError(f'{os.path.join(root, missing[0])}: file not '
+                           f'found ({len(missing)} missing); use {fix}'
+                           '--download, or check --root/--pair')
         names = None if spec['no_names'] else 'translated'
         mods = ['graph', 'rel'] if spec['no_names'] else None
         return DBP15K(root, spec['pair'], modalities=mods, names=names,

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from ricea_pyg.data import synthetic_pair
+from ricea_pyg.models import RICEA, PairInputs
+from ricea_pyg.nn import FUSIONS
+
+
+@pytest.fixture(scope='module')
+def data():
+    return synthetic_pair(120, missing={'img': 0.4}, seed=3)
+
+
+def test_pair_inputs(data):
+    inp = PairInputs.from_data(data, ['graph', 'rel', 'img'])
+    n = data['source'].num_nodes + data['target'].num_nodes
+    assert inp.num_entities == n and inp.mask.shape == (n, 3)
+    assert set(inp.features) == {'rel', 'img'}
+    assert torch.equal(inp.mask[:, 2], torch.cat([data['source'].mask_img,
+                                                  data['target'].mask_img]))
+    pairs = torch.tensor([[0, 1], [2, 3]])
+    assert inp.rows(pairs).tolist() == [[0, 1], [2 + inp.num_source,
+                                                 3 + inp.num_source]]
+    with pytest.raises(ValueError, match="'video'"):
+        PairInputs.from_data(data, ['graph', 'video'])
+
+
+@pytest.mark.parametrize('fusion', sorted(FUSIONS))
+def test_model_fusion_swap(data, fusion):
+    inp = PairInputs.from_data(data)
+    model = RICEA.from_inputs(inp, channels=8, fusion=fusion)
+    M = len(inp.modalities)
+    idx = torch.tensor([0, 5, inp.num_source + 2])
+    out = model(inp, idx)
+    assert out.x.shape == (3, M, 8) and out.fused.shape == (3, M * 8)
+    full = model.embed(inp)
+    assert torch.allclose(full.fused[idx],
+                          torch.nn.functional.normalize(out.fused), atol=1e-5)
+    missing = ~inp.mask
+    assert (full.weights[missing] == 0).all()
+    assert torch.isfinite(full.fused).all()
+    assert fusion in repr(model).lower() or 'Fusion' in repr(model)
+
+
+def test_model_graph_only_rows_use_full_graph(data):
+    inp = PairInputs.from_data(data, ['graph', 'rel'])
+    model = RICEA.from_inputs(inp, channels=8, fusion='concat')
+    g = model.gat(model.entity.weight, inp.graph)
+    idx = torch.tensor([3, 7])
+    assert torch.allclose(model.modality_embeddings(inp, idx)[:, 0], g[idx])
+
+
+def test_model_requires_input_sizes():
+    with pytest.raises(ValueError, match='rel'):
+        RICEA(10, {}, ['graph', 'rel'])

@@ -1,0 +1,120 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ricea_pyg.loss import (
+    RICEALoss,
+    UncertaintyWeighting,
+    icl_loss,
+    icl_terms,
+    in_batch_logits,
+    true_counterpart_probability,
+)
+from ricea_pyg.models import ModelOutput
+from ricea_pyg.nn.fusion import tcp_loss, tcp_target
+
+
+def test_icl_hand_checked():
+    # Orthonormal pairs, tau = 1: each row sees logits [1, 0 | -inf, 0].
+    s = torch.eye(2)
+    loss = icl_loss(s, s.clone(), tau=1.0)
+    assert loss.item() == pytest.approx(math.log(math.e + 2) - 1, abs=1e-6)
+
+
+@pytest.mark.parametrize('batch', [1, 2, 7])
+def test_icl_terms_equal_cross_entropy_over_in_batch_logits(batch):
+    s, t = torch.randn(batch, 5), torch.randn(batch, 5)
+    l2r, r2l = icl_terms(s, t, tau=0.3)
+    idx = torch.arange(batch)
+    ref_l2r = F.cross_entropy(in_batch_logits(s, t, 0.3), idx,
+                              reduction='none')
+    ref_r2l = F.cross_entropy(in_batch_logits(t, s, 0.3), idx,
+                              reduction='none')
+    assert torch.allclose(l2r, ref_l2r, atol=1e-5)
+    assert torch.allclose(r2l, ref_r2l, atol=1e-5)
+    p_s, p_t = true_counterpart_probability(s, t, 0.3)
+    assert torch.allclose(p_s, (-ref_l2r).exp(), atol=1e-5)
+
+
+def test_icl_gradients_finite_and_batched():
+    s = torch.randn(3, 4, 6, requires_grad=True)
+    t = torch.randn(3, 4, 6)
+    l2r, r2l = icl_terms(s, t)
+    assert l2r.shape == (3, 4)
+    assert torch.allclose(l2r[1], icl_terms(s[1], t[1])[0])
+    (l2r.sum() + r2l.sum()).backward()
+    assert torch.isfinite(s.grad).all()
+    one = torch.randn(1, 6, requires_grad=True)
+    icl_loss(one, torch.randn(1, 6)).backward()  # B = 1: no same-KG term
+    assert torch.isfinite(one.grad).all()
+
+
+def test_icl_weights():
+    s, t = torch.randn(4, 3), torch.randn(4, 3)
+    w = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    l2r, r2l = icl_terms(s, t)
+    expected = (0.5 * (l2r + r2l))[[0, 2]].mean()
+    assert torch.allclose(icl_loss(s, t, weight=w), expected)
+    assert icl_loss(s, t, weight=torch.zeros(4)).item() == 0.0
+
+
+def test_uncertainty_weighting_hand_checked():
+    uw = UncertaintyWeighting(3)
+    with torch.no_grad():
+        uw.log_vars.copy_(torch.tensor([0.0, math.log(2.0), 5.0]))
+    total = uw([torch.tensor(3.0), torch.tensor(4.0), None])
+    assert total.item() == pytest.approx(3.0 + 2.0 + math.log(2.0))
+    total.backward()
+    assert uw.log_vars.grad[2] == 0  # an absent term contributes nothing
+    with pytest.raises(ValueError, match='expected 3'):
+        uw([torch.tensor(1.0)])
+
+
+def _outputs(b=5, m=3, d=4, extras=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for _ in range(2):
+        x = torch.randn(b, m, d, generator=g)
+        mask = torch.ones(b, m, dtype=torch.bool)
+        ex = {}
+        if extras:
+            ex = {'z': torch.randn(b, m, d, generator=g),
+                  'confidence': torch.rand(b, m, generator=g)}
+        outs.append(ModelOutput(x.flatten(1), x, mask, torch.full(
+            (b, m), 1.0 / m), None, ex))
+    return outs
+
+
+def test_ricea_loss_parts_hand_checked():
+    src, tgt = _outputs()
+    crit = RICEALoss(3, tau=0.1, uncertainty_weighting=False)
+    total, parts = crit(src, tgt)
+    assert set(parts) == {'joint', 'in', 'out', 'tcp'}
+    assert parts['joint'] == pytest.approx(
+        icl_loss(src.fused, tgt.fused).item(), rel=1e-5)
+    l_in = sum(icl_loss(src.x[:, m], tgt.x[:, m]) for m in range(3))
+    assert parts['in'] == pytest.approx(l_in.item(), rel=1e-5)
+    p_s, p_t = tcp_target(src.x, tgt.x, 0.1)  # the functional reference
+    tcp = 0.5 * (tcp_loss(src.extras['confidence'], p_s, src.mask)
+                 + tcp_loss(tgt.extras['confidence'], p_t, tgt.mask))
+    assert parts['tcp'] == pytest.approx(tcp.item(), rel=1e-5)
+    assert total.item() == pytest.approx(sum(parts.values()), rel=1e-5)
+
+
+def test_ricea_loss_without_transformer_or_confidence():
+    src, tgt = _outputs(extras=False)
+    _, parts = RICEALoss(3)(src, tgt)
+    assert set(parts) == {'joint', 'in'}
+
+
+def test_ricea_loss_missing_modality_contributes_zero():
+    src, tgt = _outputs()
+    src.mask[:, 2] = False
+    crit = RICEALoss(3, lambda_tcp=0.0)
+    total, parts = crit(src, tgt)
+    total.backward()
+    assert crit.in_weighting.log_vars.grad[2] == 0
+    assert crit.in_weighting.log_vars.grad[0] != 0
+    assert 'tcp' not in parts

@@ -27,7 +27,7 @@ parser.add_argument('--no-names', action='store_true',
 parser.add_argument('--iterative', action='store_true')
 parser.add_argument('--fusion', default='adc',
                     help='adc (RICEA), meaformer, global (EVA), concat')
-parser.add_argument('--epochs', type=int, default=None)
+parser.add_argument('--epochs', type=int, default=15)
 parser.add_argument('--seed', type=int, default=0)
 parser.add_argument('--out', default=None, help='folder for metrics.json')
 args = parser.parse_args()
@@ -53,10 +53,8 @@ if not args.no_names:  # the baseline the model has to beat
     print(f"names only (MiniLM, CSLS): test hits@1 {base['hits@1']:.4f} "
           f"hits@10 {base['hits@10']:.4f} mrr {base['mrr']:.4f}")
 
-config = TrainConfig(fusion=args.fusion, seed=args.seed,
+config = TrainConfig(fusion=args.fusion, seed=args.seed, epochs=args.epochs,
                      iterative=args.iterative)
-if args.epochs is not None:
-    config.epochs = args.epochs
 trainer = Trainer(data, config, out_dir=args.out)
 metrics = trainer.fit()
 wall = time.perf_counter() - start

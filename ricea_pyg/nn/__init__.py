@@ -1,14 +1,17 @@
 from ricea_pyg.nn.fusion import (
-                                 FUSIONS,
-                                 ADCFusion,
-                                 ConcatFusion,
-                                 GlobalWeightFusion,
-                                 MEAformerFusion,
-                                 ModalityFusion,
-                                 RelativeInteraction,
-                                 fusion_resolver,
+    FUSIONS,
+    ADCFusion,
+    ConcatFusion,
+    GlobalWeightFusion,
+    MEAformerFusion,
+    ModalityFusion,
+    RelativeInteraction,
+    fusion_resolver,
 )
+from ricea_pyg.nn.projection import ModalityProjection
+from ricea_pyg.nn.structure import CSRAdjacency, DiagGATConv, GATEncoder, csr_spmm
 
 __all__ = ['ModalityFusion', 'ConcatFusion', 'GlobalWeightFusion',
            'MEAformerFusion', 'RelativeInteraction', 'ADCFusion', 'FUSIONS',
-           'fusion_resolver']
+           'fusion_resolver', 'ModalityProjection', 'CSRAdjacency',
+           'DiagGATConv', 'GATEncoder', 'csr_spmm']

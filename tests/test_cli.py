@@ -1,0 +1,91 @@
+import csv
+import json
+import os
+
+import pytest
+
+from ricea_pyg.cli import main
+
+from .conftest import data_path
+
+SYN = ['--dataset', 'synthetic', '--entities', '200']
+FAST = ['--channels', '16', '--epochs', '3', '--batch-size', '128',
+        '--eval-every', '1', '--no-progress']
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('run'))
+    assert main(['train', *SYN, *FAST, '--out', out]) == 0
+    return out
+
+
+def test_train_writes_metrics_json(run):
+    with open(os.path.join(run, 'metrics.json')) as f:
+        m = json.load(f)
+    assert set(m) >= {'val', 'test', 'wall_time_s', 'config'}
+    assert set(m['test']) >= {'hits@1', 'hits@10', 'mrr', 'mr'}
+    assert m['config']['epochs'] == 3 and m['config']['channels'] == 16
+
+
+def test_evaluate(run, capsys):
+    assert main(['evaluate', os.path.join(run, 'best.pt'), '--split', 'val',
+                 '--candidates', 'all']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out['split'] == 'val' and 0 <= out['csls']['hits@1'] <= 1
+
+
+def test_align_exports_every_unaligned_source(run, tmp_path):
+    path = str(tmp_path / 'pairs.tsv')
+    assert main(['align', os.path.join(run, 'best.pt'), '--output',
+                 path]) == 0
+    with open(path) as f:
+        rows = list(csv.reader(f, delimiter='\t'))
+    assert rows[0] == ['source', 'target', 'score', 'mutual']
+    n_train = json.load(open(os.path.join(run, 'metrics.json')))[
+        'train_pairs']
+    assert len(rows) - 1 == 200 - n_train
+    assert all(r[0].startswith('source:') and r[1].startswith('target:')
+               for r in rows[1:])
+
+
+def test_explain_writes_csv_and_plots(run, tmp_path):
+    folder = str(tmp_path / 'explain')
+    assert main(['explain', os.path.join(run, 'best.pt'), '--out',
+                 folder]) == 0
+    assert {'modality_weights.csv', 'weights.png', 'uncertainty.png'} <= set(
+        os.listdir(folder))
+    with open(os.path.join(folder, 'modality_weights.csv')) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 400 and 'u_graph' in rows[0]
+    weights = [float(v) for k, v in rows[0].items() if k.startswith('w_')]
+    assert sum(weights) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['train', '--root', '/no/such/dir'], 'dataset folder not found'),
+    (['train', *SYN, '--epochs', '0'], 'epochs must be at least 1'),
+    (['train', *SYN, '--modalities', 'graph,video'], "'video'"),
+    (['evaluate', '/no/such/best.pt', *SYN], 'checkpoint not found'),
+])
+def test_errors_exit_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err
+
+
+def test_bad_config_key_exits_2(tmp_path, capsys):
+    cfg = tmp_path / 'c.json'
+    cfg.write_text('{"learning_rate": 0.1}')
+    assert main(['train', *SYN, '--config', str(cfg)]) == 2
+    assert 'learning_rate' in capsys.readouterr().err
+
+
+def test_missing_names_file_exits_2(tmp_path, capsys):
+    src = data_path('dbp15k', 'zh_en')
+    root = tmp_path / 'dbp15k'
+    os.makedirs(root)
+    os.symlink(src, root / 'zh_en')  # no translated_ent_name/
+    assert main(['train', '--root', str(root), '--pair', 'zh_en']) == 2
+    err = capsys.readouterr().err
+    assert 'dbp_zh_en.json' in err and '--no-names' in err

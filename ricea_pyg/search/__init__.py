@@ -4,9 +4,16 @@ from ricea_pyg.search.csls import (
                                    mutual_nearest_neighbors,
                                    true_ranks,
 )
-from ricea_pyg.search.distributed import ShardedIndex, merge_topk, shard_range
+from ricea_pyg.search.distributed import (
+    ShardedIndex,
+    merge_topk,
+    shard_range,
+    sharded_csls_search,
+    sharded_true_ranks,
+)
 from ricea_pyg.search.index import AlignmentIndex, faiss_available, torch_topk
 
 __all__ = ['AlignmentIndex', 'faiss_available', 'torch_topk', 'csls_search',
            'mean_topk_similarity', 'true_ranks', 'mutual_nearest_neighbors',
-           'ShardedIndex', 'merge_topk', 'shard_range']
+           'ShardedIndex', 'merge_topk', 'shard_range',
+           'sharded_csls_search', 'sharded_true_ranks']

@@ -6,11 +6,14 @@ from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
+from ricea_pyg.search.csls import _augment, mean_topk_similarity
 from ricea_pyg.search.index import AlignmentIndex
 
-__all__ = ['ShardedIndex', 'merge_topk', 'shard_range']
+__all__ = ['ShardedIndex', 'merge_topk', 'shard_range',
+           'sharded_csls_search', 'sharded_true_ranks']
 
 
 def shard_range(n: int, rank: int, world_size: int) -> Tuple[int, int]:
@@ -74,3 +77,89 @@ class ShardedIndex:
         dist.all_gather(all_s, scores.contiguous(), group=self.group)
         dist.all_gather(all_i, ids.contiguous(), group=self.group)
         return merge_topk(torch.cat(all_s, 1), torch.cat(all_i, 1), k)
+
+
+def _broadcast(x: Tensor, src: Optional[int], group) -> Tensor:
+    if src is not None:
+        dist.broadcast(x, src=src, group=group)
+    return x
+
+
+def _shard_r_t(shard: Tensor, reference: Tensor, csls_k: int) -> Tensor:
+    # r_t of this rank's targets: every rank holds all sources, so this is
+    # local and needs no communication.
+    if shard.size(0) == 0:
+        return shard.new_empty(0)
+    return mean_topk_similarity(shard, reference, csls_k)
+
+
+def sharded_csls_search(source: Tensor, target_shard: Tensor, offset: int,
+                        k: int, csls_k: int = 3, src: Optional[int] = 0,
+                        group=None) -> Tuple[Tensor, Tensor]:
+    r""":func:`~ricea_pyg.search.csls_search` with the targets sharded over
+    the ranks (each passes its shard and the shard's global offset).
+
+    :math:`r_t` is computed on each rank for its own targets, :math:`r_s`
+    from the exact global top-:math:`k` (:class:`ShardedIndex`), and the
+    CSLS top-:obj:`k` is an exact sharded MIPS over the augmented vectors.
+    Every rank returns the global ``(scores [Q, k], ids [Q, k])``.
+    """
+    source = F.normalize(_broadcast(source, src, group), dim=-1)
+    shard = F.normalize(target_shard, dim=-1)
+    if csls_k <= 0:
+        return ShardedIndex(group=group).add(shard, offset).search(
+            source, k, src=None)
+    r_s = ShardedIndex(group=group).add(shard, offset).search(
+        source, csls_k, src=None)[0].mean(dim=1)
+    q, t = _augment(source, shard, _shard_r_t(shard, source, csls_k))
+    scores, ids = ShardedIndex(group=group).add(t, offset).search(
+        q, k, src=None)
+    return scores - r_s.view(-1, 1), ids
+
+
+def sharded_true_ranks(source: Tensor, target_shard: Tensor, offset: int,
+                       truth: Tensor, csls_k: int = 0,
+                       neighbors: Optional[Tensor] = None,
+                       batch_size: int = 4096, src: Optional[int] = 0,
+                       group=None) -> Tensor:
+    r""":func:`~ricea_pyg.search.true_ranks` with the targets sharded over
+    the ranks: exact, untruncated 1-based ranks (ties against the query),
+    equal to the single-process result.
+
+    Per query chunk, the rank holding the true target contributes its score
+    (an all-reduce MAX), and every rank counts its targets scoring at least
+    that (an all-reduce SUM).
+
+    Args:
+        source: ``[Q, d]`` queries (broadcast from :obj:`src`).
+        target_shard: This rank's ``[N_r, d]`` targets, global rows
+            ``offset .. offset + N_r - 1``.
+        truth: ``[Q]`` global target row of each query's counterpart
+            (broadcast from :obj:`src`).
+        neighbors: The source-side set of :math:`r_t` (default:
+            :obj:`source`).
+    """
+    source = F.normalize(_broadcast(source, src, group), dim=-1)
+    truth = _broadcast(truth, src, group)
+    shard = F.normalize(target_shard, dim=-1)
+    if csls_k > 0:
+        ref = source if neighbors is None else F.normalize(neighbors, dim=-1)
+        source, shard = _augment(source, shard,
+                                 _shard_r_t(shard, ref, csls_k))
+    local = truth - offset
+    owned = (local >= 0) & (local < shard.size(0))
+    ranks = torch.empty(source.size(0), dtype=torch.long,
+                        device=source.device)
+    for s in range(0, source.size(0), batch_size):
+        q = source[s:s + batch_size]
+        scores = q @ shard.t()
+        mine = owned[s:s + q.size(0)]
+        true = torch.full((q.size(0),), float('-inf'), dtype=scores.dtype,
+                          device=scores.device)
+        rows = mine.nonzero().view(-1)
+        true[rows] = scores[rows, local[s:s + q.size(0)][rows]]
+        dist.all_reduce(true, op=dist.ReduceOp.MAX, group=group)
+        count = (scores >= true.view(-1, 1)).sum(1)
+        dist.all_reduce(count, op=dist.ReduceOp.SUM, group=group)
+        ranks[s:s + q.size(0)] = count
+    return ranks

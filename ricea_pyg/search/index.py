@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 __all__ = ['AlignmentIndex', 'faiss_available', 'torch_topk']
 
@@ -17,6 +18,16 @@ try:  # faiss-cpu or faiss-gpu; both are optional
     import faiss
 except ImportError:  # pragma: no cover - depends on the install
     faiss = None
+
+
+#: Work (query x target x dim multiply-adds) above which builds and searches
+#: show a progress bar when ``progress=None``: a few seconds on 2 CPU cores.
+PROGRESS_WORK = 1e11
+
+
+def _bar(total: int, work: float, progress: Optional[bool], desc: str):
+    show = work >= PROGRESS_WORK if progress is None else progress
+    return tqdm(total=total, desc=desc, disable=not show, leave=False)
 
 
 def faiss_available() -> bool:
@@ -30,8 +41,11 @@ def _faiss_gpu() -> bool:
 
 def torch_topk(queries: Tensor, base: Tensor, k: int, metric: str = 'ip',
                exclude: Optional[Tensor] = None, batch_size: int = 8192,
-               base_offset: int = 0) -> Tuple[Tensor, Tensor]:
+               base_offset: int = 0, progress: Optional[bool] = None
+               ) -> Tuple[Tensor, Tensor]:
     """Exact top-k by chunked matrix products (memory ``batch_size × N``).
+    A progress bar shows when :obj:`progress` is True, or is None and the
+    search is long (:data:`PROGRESS_WORK`).
 
     Scores are inner products (``'ip'``) or negative squared L2 distances
     (``'l2'``), so larger is better for both. Missing slots (k > N) are
@@ -46,6 +60,8 @@ def torch_topk(queries: Tensor, base: Tensor, k: int, metric: str = 'ip',
     if kk == 0:
         return out_s, out_i
     sq = base.pow(2).sum(-1) if metric == 'l2' else None
+    bar = _bar(queries.size(0), queries.size(0) * n * base.size(1), progress,
+               'search')
     for s in range(0, queries.size(0), batch_size):
         q = queries[s:s + batch_size]
         scores = q @ base.t()
@@ -56,6 +72,8 @@ def torch_topk(queries: Tensor, base: Tensor, k: int, metric: str = 'ip',
         top_s, top_i = scores.topk(kk, dim=1)
         out_s[s:s + q.size(0), :kk] = top_s
         out_i[s:s + q.size(0), :kk] = top_i + base_offset
+        bar.update(q.size(0))
+    bar.close()
     out_i[out_s == float('-inf')] = -1
     return out_s, out_i
 
@@ -80,13 +98,17 @@ class AlignmentIndex:
         batch_size (int): Queries per batch (bounds memory).
             (default: :obj:`8192`)
         auto_exact_below (int): (default: :obj:`50_000`)
+        progress (bool, optional): tqdm bars for adds and searches; None
+            shows them for long ones only (:data:`PROGRESS_WORK`).
+            (default: :obj:`None`)
     """
 
     def __init__(self, kind: str = 'auto', metric: str = 'ip',
                  backend: str = 'auto', nlist: Optional[int] = None,
                  nprobe: Optional[int] = None, hnsw_m: int = 32,
                  ef_search: int = 128, batch_size: int = 8192,
-                 auto_exact_below: int = 50_000):
+                 auto_exact_below: int = 50_000,
+                 progress: Optional[bool] = None):
         if kind not in ('auto', 'flat', 'ivf', 'hnsw'):
             raise ValueError(f'unknown index kind {kind!r}')
         if metric not in ('ip', 'l2'):
@@ -103,6 +125,7 @@ class AlignmentIndex:
         self.nlist, self.nprobe = nlist, nprobe
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
         self.batch_size, self.auto_exact_below = batch_size, auto_exact_below
+        self.progress = progress
         self.chosen: Optional[str] = None
         self._base: Optional[Tensor] = None
         self._index = None
@@ -163,7 +186,14 @@ class AlignmentIndex:
                 self._res = faiss.StandardGpuResources()
                 index = faiss.index_cpu_to_gpu(self._res, 0, index)
             self._index = index
-        self._index.add(x)
+        # Adding to IVF/HNSW costs real work per vector: show it in chunks.
+        chunk = 65536
+        work = 0.0 if self.chosen == 'flat' else x.shape[0] * d * 2000.0
+        bar = _bar(x.shape[0], work, self.progress, f'add ({self.chosen})')
+        for s in range(0, x.shape[0], chunk):
+            self._index.add(x[s:s + chunk])
+            bar.update(min(chunk, x.shape[0] - s))
+        bar.close()
 
     def search(self, queries: Tensor, k: int,
                exclude: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -179,7 +209,7 @@ class AlignmentIndex:
         if self.backend == 'torch':
             q = queries.detach().to(self._base.device, self._base.dtype)
             return torch_topk(q, self._base, k, self.metric, exclude,
-                              self.batch_size)
+                              self.batch_size, progress=self.progress)
         params = None
         if exclude is not None and exclude.numel() > 0:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(
@@ -194,11 +224,17 @@ class AlignmentIndex:
                                                     efSearch=self.ef_search)
         q = queries.detach().float().cpu().contiguous().numpy()
         scores, ids = [], []
+        # Exact search scans N per query; approximate ones far less.
+        scale = 1.0 if self.chosen == 'flat' else 0.05
+        bar = _bar(q.shape[0], scale * q.shape[0] * self.ntotal * q.shape[1],
+                   self.progress, f'search ({self.chosen})')
         for s in range(0, q.shape[0], self.batch_size):
             d, i = self._index.search(q[s:s + self.batch_size], k,
                                       params=params)
             scores.append(torch.from_numpy(d))
             ids.append(torch.from_numpy(i))
+            bar.update(d.shape[0])
+        bar.close()
         scores, ids = torch.cat(scores), torch.cat(ids)
         if self.metric == 'l2':
             scores = -scores

@@ -52,3 +52,45 @@ def test_two_process_search_equals_single_process(tmp_path, sizes, k):
 def test_shard_range_covers():
     spans = [shard_range(10, r, 3) for r in range(3)]
     assert spans == [(0, 4), (4, 7), (7, 10)]
+
+
+def _csls_worker(rank, world, port, base, queries, truth, sizes, out_dir):
+    from ricea_pyg.search import sharded_csls_search, sharded_true_ranks
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world)
+    try:
+        start = sum(sizes[:rank])
+        shard = base[start:start + sizes[rank]]
+        q = queries if rank == 0 else torch.zeros_like(queries)
+        t = truth if rank == 0 else torch.zeros_like(truth)
+        out = {}
+        for csls_k in (0, 3):
+            out[csls_k] = (sharded_csls_search(q.clone(), shard, start, 4,
+                                               csls_k),
+                           sharded_true_ranks(q.clone(), shard, start,
+                                              t.clone(), csls_k,
+                                              batch_size=7))
+        torch.save(out, os.path.join(out_dir, f'{rank}.pt'))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize('sizes', [(60, 60), (110, 10)])
+def test_two_process_csls_and_ranks_equal_single_process(tmp_path, sizes):
+    from ricea_pyg.search import csls_search, true_ranks
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randn(sum(sizes), 8, generator=gen)
+    truth = torch.randperm(sum(sizes), generator=gen)[:30]
+    queries = base[truth] + 0.8 * torch.randn(30, 8, generator=gen)
+    queries[0] = base[truth[0]]  # exact duplicate: tie handling
+    mp.spawn(_csls_worker, args=(2, _free_port(), base, queries, truth,
+                                 sizes, str(tmp_path)), nprocs=2, join=True)
+    for csls_k in (0, 3):
+        ref_s, ref_i = csls_search(queries, base, 4, csls_k)
+        ref_r = true_ranks(queries, base, truth, csls_k, batch_size=7)
+        for rank in range(2):
+            (scores, ids), ranks = torch.load(tmp_path / f'{rank}.pt')[csls_k]
+            assert torch.equal(ids, ref_i)
+            assert torch.allclose(scores, ref_s, atol=1e-6)
+            assert torch.equal(ranks, ref_r)

@@ -96,3 +96,13 @@ def test_cuda_inputs_match_cpu():
     cpu = AlignmentIndex('flat').add(base).search(q, 5)
     gpu = AlignmentIndex('flat').add(base.cuda()).search(q.cuda(), 5)
     assert gpu[1].is_cuda and torch.equal(gpu[1].cpu(), cpu[1])
+
+
+def test_progress_bars_only_when_asked_or_long(capsys):
+    x = torch.nn.functional.normalize(torch.randn(500, 8), dim=1)
+    AlignmentIndex('flat').add(x).search(x, 2)  # small: silent by default
+    assert 'search' not in capsys.readouterr().err
+    AlignmentIndex('flat', progress=True).add(x).search(x, 2)
+    assert 'search (flat)' in capsys.readouterr().err
+    AlignmentIndex('flat', backend='torch', progress=True).add(x).search(x, 2)
+    assert 'search' in capsys.readouterr().err

@@ -1,8 +1,9 @@
 from ricea_pyg.search.csls import (
-                                   csls_search,
-                                   mean_topk_similarity,
-                                   mutual_nearest_neighbors,
-                                   true_ranks,
+    csls_search,
+    mean_topk_similarity,
+    mutual_nearest_neighbors,
+    sparse_csls_search,
+    true_ranks,
 )
 from ricea_pyg.search.distributed import (
     ShardedIndex,
@@ -14,6 +15,7 @@ from ricea_pyg.search.distributed import (
 from ricea_pyg.search.index import AlignmentIndex, faiss_available, torch_topk
 
 __all__ = ['AlignmentIndex', 'faiss_available', 'torch_topk', 'csls_search',
+           'sparse_csls_search',
            'mean_topk_similarity', 'true_ranks', 'mutual_nearest_neighbors',
            'ShardedIndex', 'merge_topk', 'shard_range',
            'sharded_csls_search', 'sharded_true_ranks']

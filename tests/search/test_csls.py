@@ -98,3 +98,27 @@ def test_mutual_nearest_neighbors_against_dense(csls_k):
     assert list(map(tuple, pairs.t().tolist())) == expected
     high = mutual_nearest_neighbors(s, t, csls_k, threshold=0.9)
     assert high.size(1) < pairs.size(1)
+
+
+def test_sparse_csls_equals_exact_with_all_candidates_and_reranks():
+    from ricea_pyg.search import sparse_csls_search
+    gen = torch.Generator().manual_seed(4)
+    src, tgt = torch.randn(50, 6, generator=gen), torch.randn(60, 6,
+                                                              generator=gen)
+    ref_s, ref_i = csls_search(src, tgt, 3, csls_k=3)
+    s, i = sparse_csls_search(src, tgt, 3, csls_k=3, candidates=60)
+    assert torch.equal(i, ref_i) and torch.allclose(s, ref_s, atol=1e-5)
+    # With few candidates: the dense CSLS matrix restricted to the cosine
+    # top-5 of each source, re-ranked.
+    (s5, i5), (cos, cand) = sparse_csls_search(src, tgt, 1, 3, candidates=5,
+                                               return_knn=True)
+    a = torch.nn.functional.normalize(src, dim=1)
+    b = torch.nn.functional.normalize(tgt, dim=1)
+    sim = a @ b.t()
+    dense = 2 * sim - sim.topk(3, 1)[0].mean(1, keepdim=True) \
+        - sim.t().topk(3, 1)[0].mean(1)
+    assert torch.equal(cand, sim.topk(5, 1)[1])
+    best = dense.gather(1, cand).argmax(1)
+    assert torch.equal(i5[:, 0], cand.gather(1, best.view(-1, 1))[:, 0])
+    with pytest.raises(ValueError, match='candidates'):
+        sparse_csls_search(src, tgt, 1, 3, candidates=2)

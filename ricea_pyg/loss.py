@@ -48,6 +48,67 @@ def in_batch_logits(anchor: Tensor, counterpart: Tensor, tau: float = 0.1
     return torch.cat([cross, same], dim=-1) / tau
 
 
+class _ICLTerms(torch.autograd.Function):
+    """The two CE vectors of :func:`icl_terms` on ℓ2-normalised rows.
+
+    Only the ``[B, d]`` inputs and the ``[B]`` log-sum-exps are saved; the
+    ``[B, B]`` products are recomputed in backward (one extra product each),
+    so a step holds no ``[B, B]`` matrix between forward and backward.
+    """
+
+    @staticmethod
+    def forward(ctx, s: Tensor, t: Tensor, tau: float):
+        sq = s / tau  # scale [B, d] rows, not [B, B] products
+        cross = sq @ t.transpose(-1, -2)  # row i: source i vs targets
+        pos = cross.diagonal(dim1=-2, dim2=-1).clone()
+        lse_s, lse_t = cross.logsumexp(dim=-1), cross.logsumexp(dim=-2)
+        del cross
+        if s.size(-2) > 1:  # B = 1 has no same-KG candidate
+            for x, which in ((s, 's'), (t, 't')):
+                same = (x / tau) @ x.transpose(-1, -2)
+                same.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
+                lse = same.logsumexp(dim=-1)
+                if which == 's':
+                    lse_s = torch.logaddexp(lse_s, lse)
+                else:
+                    lse_t = torch.logaddexp(lse_t, lse)
+                del same
+        ctx.tau = tau
+        ctx.save_for_backward(s, t, lse_s, lse_t)
+        return lse_s - pos, lse_t - pos
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_s: Tensor, g_t: Tensor):
+        s, t, lse_s, lse_t = ctx.saved_tensors
+        tau = ctx.tau
+        sq, tq = s / tau, t / tau
+        # d CE / d cross = row softmax * g_s + column softmax * g_t - I.
+        cross = sq @ t.transpose(-1, -2)
+        grad = (cross - lse_s.unsqueeze(-1)).exp_().mul_(g_s.unsqueeze(-1))
+        grad.add_(cross.sub_(lse_t.unsqueeze(-2)).exp_().mul_(
+            g_t.unsqueeze(-2)))
+        del cross
+        grad.diagonal(dim1=-2, dim2=-1).sub_(g_s + g_t)
+        grad_sq = grad @ t
+        grad_t = grad.transpose(-1, -2) @ sq
+        grad_s = torch.zeros_like(s)
+        if s.size(-2) > 1:
+            for x, xq, lse, g in ((s, sq, lse_s, g_s), (t, tq, lse_t, g_t)):
+                same = xq @ x.transpose(-1, -2)
+                same.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
+                same.sub_(lse.unsqueeze(-1)).exp_().mul_(g.unsqueeze(-1))
+                # same[i, j] = <x_i, x_j> / tau: both factors get gradient.
+                gx = (same @ x) / tau + same.transpose(-1, -2) @ xq
+                if x is s:
+                    grad_s += gx
+                else:
+                    grad_t += gx
+                del same
+        grad_s += grad_sq / tau
+        return grad_s, grad_t, None
+
+
 def icl_terms(source: Tensor, target: Tensor, tau: float = 0.1
               ) -> Tuple[Tensor, Tensor]:
     r"""Per-pair cross-entropy over the :func:`in_batch_logits` candidate set,
@@ -59,7 +120,8 @@ def icl_terms(source: Tensor, target: Tensor, tau: float = 0.1
 
     The cross-KG block is computed once and read by rows (source→target)
     and by columns (target→source); :math:`1/\tau` scales the ``[B, d]``
-    rows instead of the ``[B, B]`` products.
+    rows instead of the ``[B, B]`` products; backward recomputes the
+    products instead of keeping them (memory ``O(B d)`` between passes).
 
     Args:
         source, target (Tensor): ``[..., B, d]`` aligned rows.
@@ -68,19 +130,8 @@ def icl_terms(source: Tensor, target: Tensor, tau: float = 0.1
     Returns:
         ``(ce_source_to_target [..., B], ce_target_to_source [..., B])``.
     """
-    s = F.normalize(source, dim=-1)
-    t = F.normalize(target, dim=-1)
-    cross = (s / tau) @ t.transpose(-1, -2)  # row i: source i vs targets
-    pos = cross.diagonal(dim1=-2, dim2=-1)
-    lse_s, lse_t = cross.logsumexp(dim=-1), cross.logsumexp(dim=-2)
-    if s.size(-2) > 1:  # B = 1 has no same-KG candidate
-        same_s = (s / tau) @ s.transpose(-1, -2)
-        same_t = (t / tau) @ t.transpose(-1, -2)
-        for same in (same_s, same_t):
-            same.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
-        lse_s = torch.logaddexp(lse_s, same_s.logsumexp(dim=-1))
-        lse_t = torch.logaddexp(lse_t, same_t.logsumexp(dim=-1))
-    return lse_s - pos, lse_t - pos
+    return _ICLTerms.apply(F.normalize(source, dim=-1),
+                           F.normalize(target, dim=-1), tau)
 
 
 def icl_loss(source: Tensor, target: Tensor, tau: float = 0.1,

@@ -118,3 +118,31 @@ def test_ricea_loss_missing_modality_contributes_zero():
     assert crit.in_weighting.log_vars.grad[2] == 0
     assert crit.in_weighting.log_vars.grad[0] != 0
     assert 'tcp' not in parts
+
+
+@pytest.mark.parametrize('shape', [(1, 3), (5, 4), (2, 6, 3)])
+def test_icl_terms_gradcheck_against_autograd_reference(shape):
+    gen = torch.Generator().manual_seed(0)
+    s = torch.randn(*shape, generator=gen, dtype=torch.double,
+                    requires_grad=True)
+    t = torch.randn(*shape, generator=gen, dtype=torch.double,
+                    requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: icl_terms(a, b, 0.5),
+                                    (s, t))
+    g1, g2 = torch.randn(2, *shape[:-1], generator=gen, dtype=torch.double)
+    ours = torch.autograd.grad((icl_terms(s, t, 0.2)[0] * g1).sum()
+                               + (icl_terms(s, t, 0.2)[1] * g2).sum(),
+                               (s, t))
+    idx = torch.arange(shape[-2])
+    ce = torch.nn.functional.cross_entropy
+
+    def ref_dir(a, b):
+        logits = in_batch_logits(a, b, 0.2)
+        return ce(logits.reshape(-1, logits.size(-1)),
+                  idx.repeat(logits.numel() // logits.size(-1)
+                             // shape[-2]), reduction='none').view(
+                      shape[:-1])
+    ref = torch.autograd.grad((ref_dir(s, t) * g1).sum()
+                              + (ref_dir(t, s) * g2).sum(), (s, t))
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-10)

@@ -164,38 +164,64 @@ class RICEA(torch.nn.Module):
         self.projection.reset_parameters()
         self.fusion.reset_parameters()
 
+    def graph_embeddings(self, inputs: PairInputs) -> Optional[Tensor]:
+        """The structure encoder on the whole graph, ``[N, d]`` (or None
+        without a ``graph`` modality)."""
+        if self.gat is None:
+            return None
+        return self.gat(self.entity.weight, inputs.graph)
+
     def modality_embeddings(self, inputs: PairInputs,
-                            index: Optional[Tensor] = None) -> Tensor:
-        """``[n, M, d]``: the graph encoder runs on the whole graph, the
-        projections on the asked rows only."""
+                            index: Optional[Tensor] = None,
+                            graph: Optional[Tensor] = None) -> Tensor:
+        """``[n, M, d]``: the graph encoder runs on the whole graph (or
+        :obj:`graph` is its precomputed output), the projections on the
+        asked rows only."""
         projected = self.projection(inputs.features, index)
         xs = []
         for m in self.modalities:
             if m == 'graph':
-                g = self.gat(self.entity.weight, inputs.graph)
+                g = self.graph_embeddings(inputs) if graph is None else graph
                 xs.append(g if index is None else g[index])
             else:
                 xs.append(projected[m])
         return torch.stack(xs, dim=1)
 
-    def forward(self, inputs: PairInputs, index: Optional[Tensor] = None
-                ) -> ModelOutput:
-        x = self.modality_embeddings(inputs, index)
+    def forward(self, inputs: PairInputs, index: Optional[Tensor] = None,
+                graph: Optional[Tensor] = None) -> ModelOutput:
+        x = self.modality_embeddings(inputs, index, graph)
         mask = inputs.mask if index is None else inputs.mask[index]
         out = self.fusion.forward_full(x, mask)
         return ModelOutput(out.fused, x, mask, out.weights, out.uncertainty,
                            out.extras or {})
 
     @torch.no_grad()
-    def embed(self, inputs: PairInputs) -> ModelOutput:
-        """All rows in eval mode, ``fused`` ℓ2-normalised (for search)."""
+    def embed(self, inputs: PairInputs, batch_size: int = 8192
+              ) -> ModelOutput:
+        """All rows in eval mode, ``fused`` ℓ2-normalised (for search).
+        The graph encoder runs once; projections and fusion run in chunks
+        of :obj:`batch_size` rows, which bounds memory. ``extras`` is left
+        empty."""
         was_training = self.training
         self.eval()
         try:
-            out = self(inputs)
+            graph = self.graph_embeddings(inputs)
+            parts = []
+            for start in range(0, inputs.num_entities, batch_size):
+                idx = torch.arange(start, min(start + batch_size,
+                                              inputs.num_entities),
+                                   device=inputs.mask.device)
+                out = self(inputs, idx, graph)
+                parts.append(out._replace(extras={}))
         finally:
             self.train(was_training)
-        return out._replace(fused=F.normalize(out.fused, dim=-1))
+        unc = (None if parts[0].uncertainty is None else
+               torch.cat([p.uncertainty for p in parts]))
+        return ModelOutput(F.normalize(torch.cat([p.fused for p in parts]),
+                                       dim=-1),
+                           torch.cat([p.x for p in parts]),
+                           torch.cat([p.mask for p in parts]),
+                           torch.cat([p.weights for p in parts]), unc, {})
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.modalities}, '

@@ -53,3 +53,13 @@ def test_model_graph_only_rows_use_full_graph(data):
 def test_model_requires_input_sizes():
     with pytest.raises(ValueError, match='rel'):
         RICEA(10, {}, ['graph', 'rel'])
+
+
+def test_embed_in_chunks_equals_one_pass(data):
+    inp = PairInputs.from_data(data)
+    model = RICEA.from_inputs(inp, channels=8, fusion='adc')
+    one = model.embed(inp, batch_size=10_000)
+    chunked = model.embed(inp, batch_size=37)
+    assert torch.allclose(one.fused, chunked.fused, atol=1e-6)
+    assert torch.allclose(one.weights, chunked.weights, atol=1e-6)
+    assert torch.allclose(one.uncertainty, chunked.uncertainty, atol=1e-6)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ricea_pyg.search.index import AlignmentIndex
+from ricea_pyg.search.index import AlignmentIndex, query_chunk_rows
 
 __all__ = ['mean_topk_similarity', 'csls_search', 'sparse_csls_search',
            'true_ranks', 'mutual_nearest_neighbors']
@@ -120,8 +120,8 @@ def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
 
     ``rank = 1 + #{j ≠ truth: score(i, j) >= score(i, truth)}``: ties count
     against the query, and the rank is exact (never truncated at some k).
-    Computed in chunks of :obj:`batch_size` queries; memory
-    ``batch_size × N_target``.
+    Computed in chunks of at most :obj:`batch_size` queries and
+    :data:`~ricea_pyg.search.index.SCORE_CHUNK_BYTES` of scores.
 
     Args:
         source: ``[Q, d]`` queries. target: ``[N, d]`` candidates.
@@ -138,6 +138,8 @@ def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
                                   mean_topk_similarity(target, ref, csls_k))
     ranks = torch.empty(source.size(0), dtype=torch.long,
                         device=source.device)
+    batch_size = query_chunk_rows(batch_size, target.size(0),
+                                  source.element_size())
     for s in range(0, source.size(0), batch_size):
         q = source[s:s + batch_size]
         scores = q @ target.t()

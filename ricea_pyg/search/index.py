@@ -25,6 +25,20 @@ except ImportError:  # pragma: no cover - depends on the install
 PROGRESS_WORK = 1e11
 
 
+#: Most bytes of one chunk's ``[rows, N]`` score matrix in the exact torch
+#: paths (:func:`torch_topk`, :func:`~ricea_pyg.search.true_ranks`): a
+#: chunk holds at most ``batch_size`` query rows and at most this much.
+SCORE_CHUNK_BYTES = 2**29
+
+
+def query_chunk_rows(batch_size: int, num_base: int,
+                     element_size: int = 4) -> int:
+    """Query rows per chunk against :obj:`num_base` candidates, bounded by
+    :obj:`batch_size` and :data:`SCORE_CHUNK_BYTES`."""
+    fit = SCORE_CHUNK_BYTES // max(1, num_base * element_size)
+    return max(1, min(batch_size, fit))
+
+
 def _bar(total: int, work: float, progress: Optional[bool], desc: str):
     show = work >= PROGRESS_WORK if progress is None else progress
     return tqdm(total=total, desc=desc, disable=not show, leave=False)
@@ -43,7 +57,8 @@ def torch_topk(queries: Tensor, base: Tensor, k: int, metric: str = 'ip',
                exclude: Optional[Tensor] = None, batch_size: int = 8192,
                base_offset: int = 0, progress: Optional[bool] = None
                ) -> Tuple[Tensor, Tensor]:
-    """Exact top-k by chunked matrix products (memory ``batch_size × N``).
+    """Exact top-k by chunked matrix products: at most :obj:`batch_size`
+    queries and :data:`SCORE_CHUNK_BYTES` of scores per chunk.
     A progress bar shows when :obj:`progress` is True, or is None and the
     search is long (:data:`PROGRESS_WORK`).
 
@@ -62,6 +77,7 @@ def torch_topk(queries: Tensor, base: Tensor, k: int, metric: str = 'ip',
     sq = base.pow(2).sum(-1) if metric == 'l2' else None
     bar = _bar(queries.size(0), queries.size(0) * n * base.size(1), progress,
                'search')
+    batch_size = query_chunk_rows(batch_size, n, queries.element_size())
     for s in range(0, queries.size(0), batch_size):
         q = queries[s:s + batch_size]
         scores = q @ base.t()

@@ -89,6 +89,24 @@ def test_torch_topk_offset():
     assert (i >= 100).all()
 
 
+def test_score_memory_bound_splits_chunks(monkeypatch):
+    import ricea_pyg.search.index as index_module
+    from ricea_pyg.search import true_ranks
+    base, q = data()
+    ref = torch_topk(q, base, 4)
+    ref_ranks = true_ranks(q, base, torch.arange(q.size(0)), csls_k=3)
+    assert index_module.query_chunk_rows(8192, 300) == 8192
+    # two rows of 300 float32 scores per chunk
+    monkeypatch.setattr(index_module, 'SCORE_CHUNK_BYTES', 2 * 300 * 4)
+    assert index_module.query_chunk_rows(8192, 300) == 2
+    assert index_module.query_chunk_rows(8192, 10**9) == 1
+    out = torch_topk(q, base, 4)
+    assert torch.equal(out[1], ref[1])
+    assert torch.allclose(out[0], ref[0], atol=1e-6)  # GEMM blocking
+    assert torch.equal(true_ranks(q, base, torch.arange(q.size(0)),
+                                  csls_k=3), ref_ranks)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not faiss_available(), reason='faiss not installed')
 def test_cuda_inputs_match_cpu():

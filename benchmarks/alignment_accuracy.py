@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -189,7 +190,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     os.makedirs(os.path.dirname(args.results), exist_ok=True)
-    command = 'python benchmarks/alignment_accuracy.py ' + ' '.join(
+    command = 'python benchmarks/alignment_accuracy.py ' + shlex.join(
         sys.argv[1:])
     jobs = []
     for pair in args.pairs:

@@ -217,19 +217,16 @@ def _uris(store, prefix: str) -> List[str]:
 
 
 def cmd_align(args) -> str:
-    from ricea_pyg.search import csls_search
+    from ricea_pyg.data import unaligned_entities
+    from ricea_pyg.search import top1_both_directions
     model, data, inputs, config = _restore(args)
     emb = model.embed(inputs).fused
     n_s = inputs.num_source
-    train = data[ALIGN].train_index
-    free_s = torch.ones(n_s, dtype=torch.bool)
-    free_t = torch.ones(inputs.num_target, dtype=torch.bool)
-    free_s[train[0]] = False
-    free_t[train[1]] = False
-    s_ids, t_ids = free_s.nonzero().view(-1), free_t.nonzero().view(-1)
+    s_ids, t_ids = unaligned_entities(data[ALIGN].train_index, n_s,
+                                      inputs.num_target)
     csls = config.csls_k if args.csls_k is None else args.csls_k
-    scores, top = csls_search(emb[:n_s][s_ids], emb[n_s:][t_ids], 1, csls)
-    _, back = csls_search(emb[n_s:][t_ids], emb[:n_s][s_ids], 1, csls)
+    scores, top, back = top1_both_directions(emb[:n_s][s_ids],
+                                             emb[n_s:][t_ids], csls)
     s_uri, t_uri = _uris(data['source'], 'source'), _uris(data['target'],
                                                           'target')
     os.makedirs(os.path.dirname(os.path.abspath(args.output)),

@@ -17,6 +17,13 @@ __all__ = ['in_batch_logits', 'icl_terms', 'icl_loss',
            'UncertaintyWeighting', 'RICEALoss']
 
 
+def _same_kg_logits(x: Tensor, tau: float) -> Tensor:
+    """``<x_i, x_j> / tau`` with the diagonal masked (``[..., B, B]``)."""
+    same = (x / tau) @ x.transpose(-1, -2)
+    same.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
+    return same
+
+
 def in_batch_logits(anchor: Tensor, counterpart: Tensor, tau: float = 0.1
                     ) -> Tensor:
     r"""Logits of each anchor against its in-batch candidates.
@@ -41,11 +48,8 @@ def in_batch_logits(anchor: Tensor, counterpart: Tensor, tau: float = 0.1
     """
     a = F.normalize(anchor, dim=-1)
     c = F.normalize(counterpart, dim=-1)
-    cross = a @ c.transpose(-1, -2)
-    same = a @ a.transpose(-1, -2)
-    eye = torch.eye(a.size(-2), dtype=torch.bool, device=a.device)
-    same = same.masked_fill(eye, float('-inf'))
-    return torch.cat([cross, same], dim=-1) / tau
+    return torch.cat([a @ c.transpose(-1, -2) / tau,
+                      _same_kg_logits(a, tau)], dim=-1)
 
 
 class _ICLTerms(torch.autograd.Function):
@@ -58,54 +62,44 @@ class _ICLTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s: Tensor, t: Tensor, tau: float):
-        sq = s / tau  # scale [B, d] rows, not [B, B] products
-        cross = sq @ t.transpose(-1, -2)  # row i: source i vs targets
+        cross = (s / tau) @ t.transpose(-1, -2)  # row i: source i vs targets
         pos = cross.diagonal(dim1=-2, dim2=-1).clone()
         lse_s, lse_t = cross.logsumexp(dim=-1), cross.logsumexp(dim=-2)
         del cross
         if s.size(-2) > 1:  # B = 1 has no same-KG candidate
-            for x, which in ((s, 's'), (t, 't')):
-                same = (x / tau) @ x.transpose(-1, -2)
-                same.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
-                lse = same.logsumexp(dim=-1)
-                if which == 's':
-                    lse_s = torch.logaddexp(lse_s, lse)
-                else:
-                    lse_t = torch.logaddexp(lse_t, lse)
-                del same
+            lse_s = torch.logaddexp(lse_s,
+                                    _same_kg_logits(s, tau).logsumexp(-1))
+            lse_t = torch.logaddexp(lse_t,
+                                    _same_kg_logits(t, tau).logsumexp(-1))
         ctx.tau = tau
         ctx.save_for_backward(s, t, lse_s, lse_t)
         return lse_s - pos, lse_t - pos
+
+    @staticmethod
+    def _same_kg_grad(x: Tensor, lse: Tensor, g: Tensor, tau: float
+                      ) -> Tensor:
+        p = _same_kg_logits(x, tau).sub_(lse.unsqueeze(-1)).exp_()
+        p.mul_(g.unsqueeze(-1))
+        # logit[i, j] = <x_i, x_j> / tau: both factors get gradient.
+        return (p + p.transpose(-1, -2)) @ x / tau
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_s: Tensor, g_t: Tensor):
         s, t, lse_s, lse_t = ctx.saved_tensors
         tau = ctx.tau
-        sq, tq = s / tau, t / tau
         # d CE / d cross = row softmax * g_s + column softmax * g_t - I.
-        cross = sq @ t.transpose(-1, -2)
+        cross = (s / tau) @ t.transpose(-1, -2)
         grad = (cross - lse_s.unsqueeze(-1)).exp_().mul_(g_s.unsqueeze(-1))
         grad.add_(cross.sub_(lse_t.unsqueeze(-2)).exp_().mul_(
             g_t.unsqueeze(-2)))
         del cross
         grad.diagonal(dim1=-2, dim2=-1).sub_(g_s + g_t)
-        grad_sq = grad @ t
-        grad_t = grad.transpose(-1, -2) @ sq
-        grad_s = torch.zeros_like(s)
+        grad_s = grad @ t / tau
+        grad_t = grad.transpose(-1, -2) @ s / tau
         if s.size(-2) > 1:
-            for x, xq, lse, g in ((s, sq, lse_s, g_s), (t, tq, lse_t, g_t)):
-                same = xq @ x.transpose(-1, -2)
-                same.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
-                same.sub_(lse.unsqueeze(-1)).exp_().mul_(g.unsqueeze(-1))
-                # same[i, j] = <x_i, x_j> / tau: both factors get gradient.
-                gx = (same @ x) / tau + same.transpose(-1, -2) @ xq
-                if x is s:
-                    grad_s += gx
-                else:
-                    grad_t += gx
-                del same
-        grad_s += grad_sq / tau
+            grad_s += _ICLTerms._same_kg_grad(s, lse_s, g_s, tau)
+            grad_t += _ICLTerms._same_kg_grad(t, lse_t, g_t, tau)
         return grad_s, grad_t, None
 
 

@@ -6,7 +6,7 @@ from ricea_pyg.data.pair import (
                                  build_hetero_data,
                                  modality_tensors,
 )
-from ricea_pyg.data.split import split_alignment
+from ricea_pyg.data.split import split_alignment, unaligned_entities
 from ricea_pyg.data.synthetic import planted_embeddings, synthetic_pair
 from ricea_pyg.data.text import (
                                  CallableEncoder,
@@ -18,6 +18,7 @@ from ricea_pyg.data.text import (
 __all__ = [
     'DataFormatError', 'MODALITIES', 'KGSide', 'MultiModalKGPair',
     'build_hetero_data', 'modality_tensors', 'split_alignment',
+    'unaligned_entities',
     'synthetic_pair', 'planted_embeddings', 'TextEncoder',
     'SentenceTransformerEncoder', 'CallableEncoder', 'resolve_text_encoder',
 ]

@@ -1,11 +1,11 @@
 """Seeded alignment splits. Nothing here reads raw entity ids."""
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 
-__all__ = ['split_alignment']
+__all__ = ['split_alignment', 'unaligned_entities']
 
 
 def split_alignment(pairs: torch.Tensor, train_ratio: float = 0.3,
@@ -52,3 +52,16 @@ def split_alignment(pairs: torch.Tensor, train_ratio: float = 0.3,
     val, test = rest[:num_val], rest[num_val:]
     return {'train_index': pairs[:, train], 'val_index': pairs[:, val],
             'test_index': pairs[:, test]}
+
+
+def unaligned_entities(pairs: torch.Tensor, num_source: int,
+                       num_target: int
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Ids of the source and of the target entities that no pair of
+    :obj:`pairs` ``[2, P]`` covers (e.g. those still to align after
+    training on the seed pairs)."""
+    free_s = torch.ones(num_source, dtype=torch.bool)
+    free_t = torch.ones(num_target, dtype=torch.bool)
+    free_s[pairs[0].cpu()] = False
+    free_t[pairs[1].cpu()] = False
+    return free_s.nonzero().view(-1), free_t.nonzero().view(-1)

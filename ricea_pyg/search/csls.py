@@ -23,7 +23,7 @@ from torch import Tensor
 from ricea_pyg.search.index import AlignmentIndex, query_chunk_rows
 
 __all__ = ['mean_topk_similarity', 'csls_search', 'sparse_csls_search',
-           'true_ranks', 'mutual_nearest_neighbors']
+           'true_ranks', 'top1_both_directions', 'mutual_nearest_neighbors']
 
 
 def mean_topk_similarity(x: Tensor, y: Tensor, k: int,
@@ -149,6 +149,31 @@ def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
     return ranks
 
 
+def top1_both_directions(source: Tensor, target: Tensor, csls_k: int = 0,
+                         backend: str = 'auto'
+                         ) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Exact best match of every source among the targets and of every
+    target among the sources, by CSLS (cosine when ``csls_k = 0``); the
+    neighbourhood terms :math:`r_s`, :math:`r_t` are computed once for both
+    directions.
+
+    Returns:
+        ``(scores [Q_s, 1], source_to_target [Q_s, 1],
+        target_to_source [Q_t, 1])``.
+    """
+    if csls_k <= 0:
+        s_score, s2t = csls_search(source, target, 1, 0, backend=backend)
+        _, t2s = csls_search(target, source, 1, 0, backend=backend)
+        return s_score, s2t, t2s
+    source = F.normalize(source, dim=-1)
+    target = F.normalize(target, dim=-1)
+    r_s = mean_topk_similarity(source, target, csls_k, backend)
+    r_t = mean_topk_similarity(target, source, csls_k, backend)
+    s_score, s2t = _top_by_csls(source, target, r_s, r_t, 1, 'flat', backend)
+    _, t2s = _top_by_csls(target, source, r_t, r_s, 1, 'flat', backend)
+    return s_score, s2t, t2s
+
+
 def mutual_nearest_neighbors(source: Tensor, target: Tensor,
                              csls_k: int = 0,
                              threshold: Optional[float] = None,
@@ -161,17 +186,8 @@ def mutual_nearest_neighbors(source: Tensor, target: Tensor,
     Returns:
         ``[2, P]`` row indices into :obj:`source` and :obj:`target`.
     """
-    if csls_k > 0:  # r_s and r_t once, for both directions
-        source = F.normalize(source, dim=-1)
-        target = F.normalize(target, dim=-1)
-        r_s = mean_topk_similarity(source, target, csls_k, backend)
-        r_t = mean_topk_similarity(target, source, csls_k, backend)
-        s_score, s2t = _top_by_csls(source, target, r_s, r_t, 1, 'flat',
-                                    backend)
-        _, t2s = _top_by_csls(target, source, r_t, r_s, 1, 'flat', backend)
-    else:
-        s_score, s2t = csls_search(source, target, 1, 0, backend=backend)
-        _, t2s = csls_search(target, source, 1, 0, backend=backend)
+    s_score, s2t, t2s = top1_both_directions(source, target, csls_k,
+                                             backend)
     i = torch.arange(source.size(0), device=source.device)
     j = s2t[:, 0]
     keep = (j >= 0) & (t2s[j.clamp_min(0), 0] == i)

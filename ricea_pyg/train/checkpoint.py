@@ -1,25 +1,29 @@
-"""Atomic checkpoint files: a killed run never leaves a torn checkpoint."""
+"""Atomic checkpoint and output files: a killed run never leaves a torn
+one."""
 from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from typing import IO, Any, Callable
 
 import torch
 
-__all__ = ['atomic_save', 'load_checkpoint']
+__all__ = ['atomic_write', 'atomic_save', 'load_checkpoint']
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """:func:`torch.save` to a temporary file in the same folder, then
-    rename over :obj:`path` (atomic on POSIX)."""
+def atomic_write(path: str, write: Callable[[IO], None],
+                 binary: bool = True) -> None:
+    """Call :obj:`write` on a temporary file in :obj:`path`'s folder, then
+    rename it over :obj:`path` (atomic on POSIX): a killed run leaves the
+    old file or the new one, never a torn one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-',
                                suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        with (os.fdopen(fd, 'wb') if binary else
+              os.fdopen(fd, 'w', newline='', encoding='utf-8')) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -27,6 +31,11 @@ def atomic_save(obj: Any, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """:func:`torch.save` through :func:`atomic_write`."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str) -> dict:

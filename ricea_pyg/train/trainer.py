@@ -16,11 +16,12 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
+from ricea_pyg.data.split import unaligned_entities
 from ricea_pyg.loss import RICEALoss
 from ricea_pyg.metrics import alignment_metrics
 from ricea_pyg.models.ricea import RICEA, ModelOutput, PairInputs
 from ricea_pyg.search.csls import mutual_nearest_neighbors
-from ricea_pyg.train.checkpoint import atomic_save, load_checkpoint
+from ricea_pyg.train.checkpoint import atomic_save, atomic_write, load_checkpoint
 from ricea_pyg.train.config import TrainConfig
 
 __all__ = ['Trainer', 'build_model', 'evaluate_embeddings']
@@ -128,9 +129,9 @@ class Trainer:
                                    config.alpha, config.lambda_tcp,
                                    config.uncertainty_weighting).to(
                                        self.device)
-        params = list(self.model.parameters()) + list(
+        self.params = list(self.model.parameters()) + list(
             self.criterion.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr,
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
         self.epoch = 0
@@ -187,9 +188,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.clip > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    list(self.model.parameters()) +
-                    list(self.criterion.parameters()), c.clip)
+                torch.nn.utils.clip_grad_norm_(self.params, c.clip)
             self.optimizer.step()
             parts['loss'] = float(loss.detach())
             for k, v in parts.items():
@@ -205,10 +204,12 @@ class Trainer:
         return out.fused[:n_s], out.fused[n_s:], out
 
     def evaluate(self, split: str = 'val', csls_k: Optional[int] = None,
-                 candidates: Optional[str] = None) -> Dict[str, float]:
-        """Metrics of the current model on ``'val'`` or ``'test'``."""
+                 candidates: Optional[str] = None, embeddings=None
+                 ) -> Dict[str, float]:
+        """Metrics of the current model on ``'val'`` or ``'test'``
+        (:obj:`embeddings`: a result of :meth:`embeddings` to reuse)."""
         pairs = {'val': self.val_pairs, 'test': self.test_pairs}[split]
-        src, tgt, _ = self.embeddings()
+        src, tgt, _ = embeddings or self.embeddings()
         return evaluate_embeddings(
             src, tgt, pairs.to(self.device),
             self.config.csls_k if csls_k is None else csls_k,
@@ -218,12 +219,8 @@ class Trainer:
     def _iterate(self, stage_epoch: int) -> Dict[str, int]:
         c = self.config
         src, tgt, _ = self.embeddings()
-        aligned_s = torch.zeros(src.size(0), dtype=torch.bool)
-        aligned_t = torch.zeros(tgt.size(0), dtype=torch.bool)
-        aligned_s[self.train_pairs[0]] = True
-        aligned_t[self.train_pairs[1]] = True
-        free_s = (~aligned_s).nonzero().view(-1)
-        free_t = (~aligned_t).nonzero().view(-1)
+        free_s, free_t = unaligned_entities(self.train_pairs, src.size(0),
+                                            tgt.size(0))
         mnn = mutual_nearest_neighbors(src[free_s.to(src.device)],
                                        tgt[free_t.to(tgt.device)], c.csls_k,
                                        c.iter_threshold).cpu()
@@ -301,12 +298,12 @@ class Trainer:
         keys: List[str] = []
         for r in self.history:
             keys += [k for k in r if k not in keys]
-        tmp = self._path('.log.csv.tmp')
-        with open(tmp, 'w', newline='') as f:
+
+        def write(f):
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(self.history)
-        os.replace(tmp, self._path('log.csv'))
+        atomic_write(self._path('log.csv'), write, binary=False)
         if self._tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -395,8 +392,9 @@ class Trainer:
         c = self.config
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        test = self.evaluate('test')
-        test_cos = self.evaluate('test', csls_k=0)
+        emb = self.embeddings()  # once, for both scorings
+        test = self.evaluate('test', embeddings=emb)
+        test_cos = self.evaluate('test', csls_k=0, embeddings=emb)
         times = [r['time_s'] for r in self.history]
         metrics = {
             'val': self.best['val'], 'test': test, 'test_cosine': test_cos,
@@ -418,7 +416,6 @@ class Trainer:
         """``out_dir/metrics.json`` with the total wall time added."""
         metrics['wall_time_s'] = wall_time_s
         if self.out_dir:
-            tmp = self._path('.metrics.json.tmp')
-            with open(tmp, 'w') as f:
-                json.dump(metrics, f, indent=2)
-            os.replace(tmp, self._path('metrics.json'))
+            atomic_write(self._path('metrics.json'),
+                         lambda f: json.dump(metrics, f, indent=2),
+                         binary=False)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ricea_pyg.data import split_alignment
+from ricea_pyg.data import split_alignment, unaligned_entities
 
 
 def _pairs(n):
@@ -41,3 +41,10 @@ def test_official_train_mask():
 def test_bad_ratios(train, val):
     with pytest.raises(ValueError, match='train_ratio'):
         split_alignment(_pairs(10), train, val)
+
+
+def test_unaligned_entities():
+    pairs = torch.tensor([[0, 3], [2, 1]])
+    free_s, free_t = unaligned_entities(pairs, 5, 4)
+    assert free_s.tolist() == [1, 2, 4]
+    assert free_t.tolist() == [0, 3]

@@ -3,7 +3,12 @@ import torch
 import torch.nn.functional as F
 
 from ricea_pyg.metrics import alignment_metrics, rank_metrics
-from ricea_pyg.search import csls_search, mutual_nearest_neighbors, true_ranks
+from ricea_pyg.search import (
+    csls_search,
+    mutual_nearest_neighbors,
+    top1_both_directions,
+    true_ranks,
+)
 
 
 def planted(n=120, d=8, noise=0.8, seed=0):
@@ -86,6 +91,17 @@ def test_alignment_metrics_candidate_subset():
     assert sub['mr'] == pytest.approx(ref.double().mean().item())
     with pytest.raises(ValueError, match='not among the candidates'):
         alignment_metrics(s, t, pairs, candidates=(pairs[0], pairs[1][:10]))
+
+
+@pytest.mark.parametrize('csls_k', [0, 3])
+def test_top1_both_directions_against_dense(csls_k):
+    s, t, _ = planted(n=60, noise=0.9)
+    t = t[:45]  # unequal sides
+    scores, s2t, t2s = top1_both_directions(s, t, csls_k)
+    ref = dense_csls(s, t, csls_k) if csls_k else s @ t.t()
+    assert torch.equal(s2t[:, 0], ref.argmax(1))
+    assert torch.equal(t2s[:, 0], ref.argmax(0))
+    assert torch.allclose(scores[:, 0], ref.max(1).values, atol=1e-5)
 
 
 @pytest.mark.parametrize('csls_k', [0, 3])

@@ -1,5 +1,6 @@
 import os
 import socket
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -17,19 +18,25 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _worker(rank, world, port, base, queries, k, sizes, out_dir):
+@contextmanager
+def _gloo_shard(rank, world, port, base, sizes):
+    """This rank's process group and ``(offset, shard)`` of :obj:`base`."""
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
                             rank=rank, world_size=world)
     try:
         start = sum(sizes[:rank])
-        shard = base[start:start + sizes[rank]]
+        yield start, base[start:start + sizes[rank]]
+    finally:
+        dist.destroy_process_group()
+
+
+def _worker(rank, world, port, base, queries, k, sizes, out_dir):
+    with _gloo_shard(rank, world, port, base, sizes) as (start, shard):
         index = ShardedIndex('flat').add(shard, start)
         q = queries if rank == 0 else torch.zeros_like(queries)
         scores, ids = index.search(q, k, src=0)
         torch.save((scores, ids), os.path.join(out_dir, f'{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize('sizes,k', [((100, 100), 5), ((170, 30), 5),
@@ -56,12 +63,7 @@ def test_shard_range_covers():
 
 def _csls_worker(rank, world, port, base, queries, truth, sizes, out_dir):
     from ricea_pyg.search import sharded_csls_search, sharded_true_ranks
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
-                            rank=rank, world_size=world)
-    try:
-        start = sum(sizes[:rank])
-        shard = base[start:start + sizes[rank]]
+    with _gloo_shard(rank, world, port, base, sizes) as (start, shard):
         q = queries if rank == 0 else torch.zeros_like(queries)
         t = truth if rank == 0 else torch.zeros_like(truth)
         out = {}
@@ -72,8 +74,6 @@ def _csls_worker(rank, world, port, base, queries, truth, sizes, out_dir):
                                               t.clone(), csls_k,
                                               batch_size=7))
         torch.save(out, os.path.join(out_dir, f'{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize('sizes', [(60, 60), (110, 10)])

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from ricea_pyg.train import atomic_save, load_checkpoint
+from ricea_pyg.train.checkpoint import atomic_save, atomic_write, load_checkpoint
 
 
 def test_atomic_save_roundtrip_and_no_temp_left(tmp_path):
@@ -26,6 +26,21 @@ def test_failed_save_keeps_the_old_file(tmp_path):
         atomic_save({'bad': Unpicklable()}, path)
     assert load_checkpoint(path) == {'ok': 1}
     assert os.listdir(tmp_path) == ['a.pt']
+
+
+def test_atomic_write_text_and_failure_keeps_old(tmp_path):
+    path = str(tmp_path / 'log.csv')
+    atomic_write(path, lambda f: f.write('a,b\n'), binary=False)
+
+    def fail(f):
+        f.write('partial')
+        raise OSError('disk full')
+
+    with pytest.raises(OSError, match='disk full'):
+        atomic_write(path, fail, binary=False)
+    with open(path) as f:
+        assert f.read() == 'a,b\n'
+    assert os.listdir(tmp_path) == ['log.csv']
 
 
 def test_load_errors(tmp_path):

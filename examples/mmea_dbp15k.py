@@ -56,6 +56,7 @@ if not args.no_names:  # the baseline the model has to beat
 config = TrainConfig(fusion=args.fusion, seed=args.seed, epochs=args.epochs,
                      iterative=args.iterative)
 trainer = Trainer(data, config, out_dir=args.out)
+del dataset, data, split  # the trainer keeps its own copy of the features
 metrics = trainer.fit()
 wall = time.perf_counter() - start
 trainer.write_metrics(metrics, wall)

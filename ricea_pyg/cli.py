@@ -156,6 +156,7 @@ def cmd_train(args) -> Dict:
             json.dump({'data': spec, 'config': config.to_dict()}, f,
                       indent=2)
     trainer = Trainer(data, config, out_dir=out)
+    del data  # the trainer keeps its own copy of the features
     metrics = trainer.fit(resume=args.resume)
     trainer.write_metrics(metrics, time.perf_counter() - start)
     print(json.dumps({k: metrics[k] for k in ('val', 'test', 'wall_time_s')},

@@ -74,16 +74,18 @@ def main():
             h1 = evaluate_embeddings(e[:n_s], e[n_s:], trainer.test_pairs,
                                      csls_k=3)['hits@1']
             print(f'{m} alone: test hits@1 {h1:.4f}')
-        b, rc = inter.belief, adc.extras['rc']
-        weightings = {
-            'model (ADC)': adc.weights,
-            'uniform': mask.float() / mask.sum(1, keepdim=True),
-            'T = 2': RF.masked_softmax(b * rc / 2.0, mask),
-            'T = 4': RF.masked_softmax(b * rc / 4.0, mask),
-            'no RC': RF.masked_softmax(b, mask),
+        weightings = {'model (ADC)': adc.weights,
+                      'uniform': mask.float() / mask.sum(1, keepdim=True)}
+        trained_t = model.fusion.temperature
+        for t in (2.0, 4.0):  # the ADC step itself, only T changed
+            model.fusion.temperature = t
+            weightings[f'T = {t:g}'] = model.fusion.calibrate(inter).weights
+        model.fusion.temperature = trained_t
+        weightings.update({
+            'no RC': RF.masked_softmax(inter.belief, mask),
             'c only': RF.masked_softmax(inter.confidence, mask),
             'h only': RF.masked_softmax(inter.holo, mask),
-        }
+        })
         print('| weights at test time | test Hits@1 | val Hits@1 |')
         print('|---|---|---|')
         for label, w in weightings.items():

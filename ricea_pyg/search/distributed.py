@@ -9,7 +9,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from ricea_pyg.search.csls import _augment, mean_topk_similarity
+from ricea_pyg.search.csls import (
+    _augment,
+    mean_topk_similarity,
+    rank_chunk_rows,
+    rank_counts,
+)
 from ricea_pyg.search.index import AlignmentIndex
 
 __all__ = ['ShardedIndex', 'merge_topk', 'shard_range',
@@ -45,11 +50,14 @@ class ShardedIndex:
     Args:
         kind, metric, backend: As :class:`AlignmentIndex`.
         group: Process group (default: the world).
+        progress (bool, optional): Each rank's tqdm bars, as in
+            :class:`AlignmentIndex`. (default: :obj:`None`)
     """
 
     def __init__(self, kind: str = 'flat', metric: str = 'ip',
-                 backend: str = 'auto', group=None):
-        self.local = AlignmentIndex(kind, metric, backend)
+                 backend: str = 'auto', group=None,
+                 progress: Optional[bool] = None):
+        self.local = AlignmentIndex(kind, metric, backend, progress=progress)
         self.group = group
         self.offset = 0
 
@@ -85,17 +93,19 @@ def _broadcast(x: Tensor, src: Optional[int], group) -> Tensor:
     return x
 
 
-def _shard_r_t(shard: Tensor, reference: Tensor, csls_k: int) -> Tensor:
+def _shard_r_t(shard: Tensor, reference: Tensor, csls_k: int,
+               progress: Optional[bool] = None) -> Tensor:
     # r_t of this rank's targets: every rank holds all sources, so this is
     # local and needs no communication.
     if shard.size(0) == 0:
         return shard.new_empty(0)
-    return mean_topk_similarity(shard, reference, csls_k)
+    return mean_topk_similarity(shard, reference, csls_k, progress=progress)
 
 
 def sharded_csls_search(source: Tensor, target_shard: Tensor, offset: int,
                         k: int, csls_k: int = 3, src: Optional[int] = 0,
-                        group=None) -> Tuple[Tensor, Tensor]:
+                        group=None, progress: Optional[bool] = None
+                        ) -> Tuple[Tensor, Tensor]:
     r""":func:`~ricea_pyg.search.csls_search` with the targets sharded over
     the ranks (each passes its shard and the shard's global offset).
 
@@ -103,17 +113,19 @@ def sharded_csls_search(source: Tensor, target_shard: Tensor, offset: int,
     from the exact global top-:math:`k` (:class:`ShardedIndex`), and the
     CSLS top-:obj:`k` is an exact sharded MIPS over the augmented vectors.
     Every rank returns the global ``(scores [Q, k], ids [Q, k])``.
+    :obj:`progress` sets each rank's tqdm bars (False: none).
     """
     source = F.normalize(_broadcast(source, src, group), dim=-1)
     shard = F.normalize(target_shard, dim=-1)
     if csls_k <= 0:
-        return ShardedIndex(group=group).add(shard, offset).search(
-            source, k, src=None)
-    r_s = ShardedIndex(group=group).add(shard, offset).search(
-        source, csls_k, src=None)[0].mean(dim=1)
-    q, t = _augment(source, shard, _shard_r_t(shard, source, csls_k))
-    scores, ids = ShardedIndex(group=group).add(t, offset).search(
-        q, k, src=None)
+        return ShardedIndex(group=group, progress=progress).add(
+            shard, offset).search(source, k, src=None)
+    r_s = ShardedIndex(group=group, progress=progress).add(
+        shard, offset).search(source, csls_k, src=None)[0].mean(dim=1)
+    q, t = _augment(source, shard, _shard_r_t(shard, source, csls_k,
+                                              progress))
+    scores, ids = ShardedIndex(group=group, progress=progress).add(
+        t, offset).search(q, k, src=None)
     return scores - r_s.view(-1, 1), ids
 
 
@@ -121,45 +133,64 @@ def sharded_true_ranks(source: Tensor, target_shard: Tensor, offset: int,
                        truth: Tensor, csls_k: int = 0,
                        neighbors: Optional[Tensor] = None,
                        batch_size: int = 4096, src: Optional[int] = 0,
-                       group=None) -> Tensor:
+                       group=None, max_bytes: Optional[int] = None,
+                       progress: Optional[bool] = None) -> Tensor:
     r""":func:`~ricea_pyg.search.true_ranks` with the targets sharded over
     the ranks: exact, untruncated 1-based ranks (ties against the query),
     equal to the single-process result.
 
-    Per query chunk, the rank holding the true target contributes its score
-    (an all-reduce MAX), and every rank counts its targets scoring at least
-    that (an all-reduce SUM).
+    Every rank runs the same kernel as :func:`~ricea_pyg.search.true_ranks`
+    (:func:`~ricea_pyg.search.csls.rank_counts`) on its shard, with the same
+    memory bound per chunk. Per query chunk, the rank holding the true
+    target contributes its score (an all-reduce MAX); the counts of
+    targets scoring above or equal are summed once at the end (an
+    all-reduce SUM).
 
     Args:
-        source: ``[Q, d]`` queries (broadcast from :obj:`src`).
-        target_shard: This rank's ``[N_r, d]`` targets, global rows
-            ``offset .. offset + N_r - 1``.
-        truth: ``[Q]`` global target row of each query's counterpart
-            (broadcast from :obj:`src`).
-        neighbors: The source-side set of :math:`r_t` (default:
-            :obj:`source`).
+        source (torch.Tensor): ``[Q, d]`` queries (broadcast from
+            :obj:`src`).
+        target_shard (torch.Tensor): This rank's ``[N_r, d]`` targets,
+            global rows ``offset .. offset + N_r - 1``.
+        offset (int): Global row of the shard's first target.
+        truth (torch.Tensor): ``[Q]`` global target row of each query's
+            counterpart (broadcast from :obj:`src`).
+        csls_k (int, optional): CSLS neighbourhood (0 = cosine).
+            (default: :obj:`0`)
+        neighbors (torch.Tensor, optional): The source-side set of
+            :math:`r_t`. (default: :obj:`source`)
+        batch_size (int, optional): Most queries per chunk.
+            (default: :obj:`4096`)
+        src (int, optional): Rank to broadcast :obj:`source` and
+            :obj:`truth` from; None when every rank already holds them.
+            (default: :obj:`0`)
+        group (optional): Process group. (default: the world)
+        max_bytes (int, optional): Most bytes of one chunk's scores on each
+            rank. (default: :data:`~ricea_pyg.search.index.SCORE_CHUNK_BYTES`)
+        progress (bool, optional): Each rank's tqdm bars: True always,
+            False never, None for long runs only. (default: :obj:`None`)
     """
     source = F.normalize(_broadcast(source, src, group), dim=-1)
     truth = _broadcast(truth, src, group)
     shard = F.normalize(target_shard, dim=-1)
+    r_t = None
     if csls_k > 0:
         ref = source if neighbors is None else F.normalize(neighbors, dim=-1)
-        source, shard = _augment(source, shard,
-                                 _shard_r_t(shard, ref, csls_k))
+        r_t = _shard_r_t(shard, ref, csls_k, progress)
     local = truth - offset
-    owned = (local >= 0) & (local < shard.size(0))
-    ranks = torch.empty(source.size(0), dtype=torch.long,
+    local = torch.where((local >= 0) & (local < shard.size(0)), local, -1)
+    # Every rank must run the same chunks (one all-reduce each): take the
+    # fewest rows any rank's budget allows, so each stays within its own.
+    rows = torch.tensor([rank_chunk_rows(batch_size, shard.size(0),
+                                         source.dtype, max_bytes)],
                         device=source.device)
-    for s in range(0, source.size(0), batch_size):
-        q = source[s:s + batch_size]
-        scores = q @ shard.t()
-        mine = owned[s:s + q.size(0)]
-        true = torch.full((q.size(0),), float('-inf'), dtype=scores.dtype,
-                          device=scores.device)
-        rows = mine.nonzero().view(-1)
-        true[rows] = scores[rows, local[s:s + q.size(0)][rows]]
+    dist.all_reduce(rows, op=dist.ReduceOp.MIN, group=group)
+
+    def reduce_true(true: Tensor) -> Tensor:
         dist.all_reduce(true, op=dist.ReduceOp.MAX, group=group)
-        count = (scores >= true.view(-1, 1)).sum(1)
-        dist.all_reduce(count, op=dist.ReduceOp.SUM, group=group)
-        ranks[s:s + q.size(0)] = count
-    return ranks
+        return true
+
+    counts = torch.stack(rank_counts(source, shard, local, r_t,
+                                     int(rows.item()), max_bytes,
+                                     reduce_true, progress))
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
+    return 1 + counts.sum(0)

@@ -32,10 +32,14 @@ SCORE_CHUNK_BYTES = 2**29
 
 
 def query_chunk_rows(batch_size: int, num_base: int,
-                     element_size: int = 4) -> int:
-    """Query rows per chunk against :obj:`num_base` candidates, bounded by
-    :obj:`batch_size` and :data:`SCORE_CHUNK_BYTES`."""
-    fit = SCORE_CHUNK_BYTES // max(1, num_base * element_size)
+                     element_size: int = 4,
+                     max_bytes: Optional[int] = None) -> int:
+    """Query rows per chunk against :obj:`num_base` candidates: at most
+    :obj:`batch_size`, and at most :obj:`max_bytes` (default:
+    :data:`SCORE_CHUNK_BYTES`) at :obj:`element_size` bytes per score; never
+    fewer than one row."""
+    budget = SCORE_CHUNK_BYTES if max_bytes is None else max_bytes
+    fit = budget // max(1, num_base * element_size)
     return max(1, min(batch_size, fit))
 
 
@@ -51,6 +55,17 @@ def faiss_available() -> bool:
 def _faiss_gpu() -> bool:
     return faiss is not None and hasattr(faiss, 'StandardGpuResources') and \
         faiss.get_num_gpus() > 0
+
+
+def _faiss_gpu_device(device: torch.device) -> Optional[int]:
+    """The FAISS GPU that holds an index built from inputs on
+    :obj:`device`: the same CUDA device, or None (stay on the CPU) when the
+    inputs are not on CUDA or faiss-gpu cannot see that device."""
+    if device.type != 'cuda' or not _faiss_gpu():
+        return None
+    gpu = device.index if device.index is not None else \
+        torch.cuda.current_device()
+    return gpu if gpu < faiss.get_num_gpus() else None
 
 
 def torch_topk(queries: Tensor, base: Tensor, k: int, metric: str = 'ip',
@@ -145,6 +160,7 @@ class AlignmentIndex:
         self.chosen: Optional[str] = None
         self._base: Optional[Tensor] = None
         self._index = None
+        self._gpu: Optional[int] = None  # FAISS GPU holding the index
         self.ntotal = 0
 
     def __repr__(self) -> str:
@@ -198,9 +214,12 @@ class AlignmentIndex:
                 index.nprobe = self.nprobe or max(16, nlist // 32)
                 index.train(x[:max(64 * nlist, 256 * 1024)])
                 self._quantizer = quant
-            if self.device.type == 'cuda' and _faiss_gpu():
+            # On the inputs' own GPU: device 0 would put every rank's shard
+            # of a multi-GPU job on one card.
+            self._gpu = _faiss_gpu_device(self.device)
+            if self._gpu is not None:
                 self._res = faiss.StandardGpuResources()
-                index = faiss.index_cpu_to_gpu(self._res, 0, index)
+                index = faiss.index_cpu_to_gpu(self._res, self._gpu, index)
             self._index = index
         # Adding to IVF/HNSW costs real work per vector: show it in chunks.
         chunk = 65536
@@ -267,20 +286,22 @@ class AlignmentIndex:
             torch.save(self._base.cpu(), os.path.join(path, 'base.pt'))
         else:
             index = self._index
-            if hasattr(faiss, 'index_gpu_to_cpu') and _faiss_gpu() and \
-                    self.device.type == 'cuda':
+            if self._gpu is not None:
                 index = faiss.index_gpu_to_cpu(index)
             faiss.write_index(index, os.path.join(path, 'index.faiss'))
         with open(os.path.join(path, 'meta.json'), 'w') as f:
             json.dump(meta, f)
 
     @classmethod
-    def load(cls, path: str) -> AlignmentIndex:
+    def load(cls, path: str, progress: Optional[bool] = None
+             ) -> AlignmentIndex:
+        """Reads an index written by :meth:`save` (onto the CPU);
+        :obj:`progress` as in the constructor."""
         with open(os.path.join(path, 'meta.json')) as f:
             meta = json.load(f)
         index = cls(kind=meta['kind'], metric=meta['metric'],
                     backend=meta['backend'], ef_search=meta['ef_search'],
-                    batch_size=meta['batch_size'])
+                    batch_size=meta['batch_size'], progress=progress)
         index.chosen, index.ntotal = meta['chosen'], meta['ntotal']
         index.device = torch.device('cpu')
         if meta['backend'] == 'torch':

@@ -6,6 +6,7 @@ from ricea_pyg.metrics import alignment_metrics, rank_metrics
 from ricea_pyg.search import (
     csls_search,
     mutual_nearest_neighbors,
+    sparse_csls_search,
     top1_both_directions,
     true_ranks,
 )
@@ -117,7 +118,6 @@ def test_mutual_nearest_neighbors_against_dense(csls_k):
 
 
 def test_sparse_csls_equals_exact_with_all_candidates_and_reranks():
-    from ricea_pyg.search import sparse_csls_search
     gen = torch.Generator().manual_seed(4)
     src, tgt = torch.randn(50, 6, generator=gen), torch.randn(60, 6,
                                                               generator=gen)
@@ -138,3 +138,107 @@ def test_sparse_csls_equals_exact_with_all_candidates_and_reranks():
     assert torch.equal(i5[:, 0], cand.gather(1, best.view(-1, 1))[:, 0])
     with pytest.raises(ValueError, match='candidates'):
         sparse_csls_search(src, tgt, 1, 3, candidates=2)
+
+
+def integer_problem(bias: bool, q=40, n=70, d=6, seed=0):
+    """Small-integer vectors: every score is exact in float32, so ties are
+    real and no chunking can change a comparison."""
+    gen = torch.Generator().manual_seed(seed)
+    queries = torch.randint(-2, 3, (q, d), generator=gen).float()
+    base = torch.randint(-2, 3, (n, d), generator=gen).float()
+    truth = torch.randint(0, n, (q,), generator=gen)
+    beta = torch.randint(-4, 5, (n,), generator=gen).float() / 2 if bias \
+        else None
+    scores = queries @ base.t()
+    if bias:
+        scores = 2 * scores - beta
+    true = scores[torch.arange(q), truth].view(-1, 1)
+    other = torch.ones_like(scores, dtype=torch.bool)
+    other[torch.arange(q), truth] = False
+    ref = (((scores > true) & other).sum(1), ((scores == true) & other).sum(1))
+    return queries, base, truth, beta, ref
+
+
+@pytest.mark.parametrize('bias', [False, True])
+def test_rank_counts_tiny_budget_equals_one_chunk_and_dense(bias):
+    from ricea_pyg.search.csls import rank_chunk_rows, rank_counts
+    q, b, truth, beta, (ref_higher, ref_ties) = integer_problem(bias)
+    assert ref_ties.sum() > 0  # the data has ties to tell apart
+    assert rank_chunk_rows(4096, 70, max_bytes=1) == 1
+    assert rank_chunk_rows(4096, 70, max_bytes=3 * 70 * 4) == 3
+    for kwargs in (dict(batch_size=40, max_bytes=2**40),  # one chunk
+                   dict(max_bytes=1),  # one query per chunk
+                   dict(max_bytes=3 * 70 * 4)):  # 3 rows, last chunk short
+        higher, ties = rank_counts(q, b, truth, beta, **kwargs)
+        assert torch.equal(higher, ref_higher), kwargs
+        assert torch.equal(ties, ref_ties), kwargs
+
+
+@pytest.mark.parametrize('csls_k', [0, 3])
+def test_true_ranks_tiny_budget_equals_one_chunk(csls_k):
+    s, t, perm = planted(noise=1.5)
+    one = true_ranks(s, t, perm, csls_k, batch_size=120, max_bytes=2**40)
+    many = true_ranks(s, t, perm, csls_k, max_bytes=1)
+    assert torch.equal(many, one)
+    ref = dense_csls(s, t, csls_k) if csls_k else s @ t.t()
+    assert torch.equal(one, dense_ranks(ref, perm))
+
+
+def test_rank_counts_truth_elsewhere_takes_the_reduced_score():
+    from ricea_pyg.search.csls import rank_counts
+    q, b, truth, _, _ = integer_problem(False)
+    scores = q @ b.t()
+    absent = torch.full_like(truth, -1)
+    with pytest.raises(ValueError, match='every truth row must lie in base'):
+        rank_counts(q, b, absent)
+    # as on a rank without the truth: the score comes from the reduction
+    higher, ties = rank_counts(q, b, absent, max_bytes=1,
+                               reduce_true=lambda t: t.clamp_min(1.0))
+    assert torch.equal(higher, (scores > 1).sum(1))
+    assert torch.equal(ties, (scores == 1).sum(1))
+
+
+def test_true_ranks_rejects_truth_outside_target():
+    s, t, _ = planted(n=10)
+    with pytest.raises(ValueError, match=r'truth rows must lie in \[0, 10\)'):
+        true_ranks(s, t, torch.tensor([0, 10]))
+
+
+PROGRESS_CALLS = {
+    'true_ranks': lambda s, t, p, pr: true_ranks(s, t, p, 3, progress=pr),
+    'csls_search': lambda s, t, p, pr: csls_search(s, t, 2, 3, progress=pr),
+    'sparse_csls_search': lambda s, t, p, pr: sparse_csls_search(
+        s, t, 1, 3, candidates=5, progress=pr),
+    'top1_both_directions': lambda s, t, p, pr: top1_both_directions(
+        s, t, 3, progress=pr),
+    'mutual_nearest_neighbors_cosine': lambda s, t, p, pr:
+        mutual_nearest_neighbors(s, t, 0, progress=pr),
+    'mutual_nearest_neighbors_csls': lambda s, t, p, pr:
+        mutual_nearest_neighbors(s, t, 3, progress=pr),
+}
+
+
+@pytest.mark.parametrize('name', list(PROGRESS_CALLS))
+def test_progress_false_never_shows_a_bar(name, capfd, monkeypatch):
+    import ricea_pyg.search.index as index_module
+    monkeypatch.setattr(index_module, 'PROGRESS_WORK', 0)  # all are "long"
+    s, t, perm = planted(n=40)
+    call = PROGRESS_CALLS[name]
+    call(s, t, perm, False)
+    assert capfd.readouterr().err == ''
+    for shown in (None, True):
+        call(s, t, perm, shown)
+        assert '%|' in capfd.readouterr().err, shown  # a tqdm bar
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('bias', [False, True])
+def test_rank_counts_on_cuda_equal_dense(bias):
+    from ricea_pyg.search.csls import rank_counts
+    q, b, truth, beta, (ref_higher, ref_ties) = integer_problem(bias)
+    higher, ties = rank_counts(q.cuda(), b.cuda(), truth.cuda(),
+                               None if beta is None else beta.cuda(),
+                               max_bytes=3 * 70 * 4)
+    assert higher.is_cuda
+    assert torch.equal(higher.cpu(), ref_higher)
+    assert torch.equal(ties.cpu(), ref_ties)

@@ -1,6 +1,8 @@
+import io
 import os
 import socket
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
+from datetime import timedelta
 
 import pytest
 import torch
@@ -22,8 +24,11 @@ def _free_port():
 def _gloo_shard(rank, world, port, base, sizes):
     """This rank's process group and ``(offset, shard)`` of :obj:`base`."""
     torch.set_num_threads(1)
+    # A timeout turns a collective that one rank never joins into an error
+    # instead of a hung test.
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}',
-                            rank=rank, world_size=world)
+                            rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
     try:
         start = sum(sizes[:rank])
         yield start, base[start:start + sizes[rank]]
@@ -61,7 +66,13 @@ def test_shard_range_covers():
     assert spans == [(0, 4), (4, 7), (7, 10)]
 
 
+#: 3 query rows per chunk of float32 scores against 110 targets, 33
+#: against 10: uneven shards want different chunks.
+TINY_BUDGET = 3 * 110 * 4
+
+
 def _csls_worker(rank, world, port, base, queries, truth, sizes, out_dir):
+    import ricea_pyg.search.index as index_module
     from ricea_pyg.search import sharded_csls_search, sharded_true_ranks
     with _gloo_shard(rank, world, port, base, sizes) as (start, shard):
         q = queries if rank == 0 else torch.zeros_like(queries)
@@ -72,7 +83,19 @@ def _csls_worker(rank, world, port, base, queries, truth, sizes, out_dir):
                                                csls_k),
                            sharded_true_ranks(q.clone(), shard, start,
                                               t.clone(), csls_k,
-                                              batch_size=7))
+                                              batch_size=7),
+                           sharded_true_ranks(q.clone(), shard, start,
+                                              t.clone(), csls_k,
+                                              max_bytes=TINY_BUDGET))
+        index_module.PROGRESS_WORK = 0  # every call counts as long
+        for progress in (False, True):
+            err = io.StringIO()
+            with redirect_stderr(err):
+                sharded_csls_search(q.clone(), shard, start, 4, 3,
+                                    progress=progress)
+                sharded_true_ranks(q.clone(), shard, start, t.clone(), 3,
+                                   progress=progress)
+            out[f'stderr_{progress}'] = err.getvalue()
         torch.save(out, os.path.join(out_dir, f'{rank}.pt'))
 
 
@@ -89,8 +112,17 @@ def test_two_process_csls_and_ranks_equal_single_process(tmp_path, sizes):
     for csls_k in (0, 3):
         ref_s, ref_i = csls_search(queries, base, 4, csls_k)
         ref_r = true_ranks(queries, base, truth, csls_k, batch_size=7)
+        one_chunk = true_ranks(queries, base, truth, csls_k, batch_size=30,
+                               max_bytes=2**40)
+        assert torch.equal(one_chunk, ref_r)
         for rank in range(2):
-            (scores, ids), ranks = torch.load(tmp_path / f'{rank}.pt')[csls_k]
+            out = torch.load(tmp_path / f'{rank}.pt')
+            (scores, ids), ranks, tiny = out[csls_k]
             assert torch.equal(ids, ref_i)
             assert torch.allclose(scores, ref_s, atol=1e-6)
             assert torch.equal(ranks, ref_r)
+            assert torch.equal(tiny, one_chunk)  # many chunks, same ranks
+    for rank in range(2):
+        out = torch.load(tmp_path / f'{rank}.pt')
+        assert out['stderr_False'] == ''
+        assert '%|' in out['stderr_True']  # a tqdm bar

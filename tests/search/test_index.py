@@ -124,3 +124,39 @@ def test_progress_bars_only_when_asked_or_long(capsys):
     assert 'search (flat)' in capsys.readouterr().err
     AlignmentIndex('flat', backend='torch', progress=True).add(x).search(x, 2)
     assert 'search' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss not installed')
+def test_faiss_gpu_index_goes_to_the_inputs_device(monkeypatch):
+    # Wiring only, so it runs anywhere: a fake faiss-gpu with two GPUs
+    # records where the index is sent.
+    import ricea_pyg.search.index as index_module
+    faiss, sent = index_module.faiss, []
+    monkeypatch.setattr(index_module, '_faiss_gpu', lambda: True)
+    monkeypatch.setattr(faiss, 'get_num_gpus', lambda: 2, raising=False)
+    monkeypatch.setattr(faiss, 'StandardGpuResources', object, raising=False)
+    monkeypatch.setattr(faiss, 'index_cpu_to_gpu', lambda res, gpu, index:
+                        sent.append(gpu) or index, raising=False)
+    assert index_module._faiss_gpu_device(torch.device('cuda', 1)) == 1
+    assert index_module._faiss_gpu_device(torch.device('cuda', 2)) is None
+    assert index_module._faiss_gpu_device(torch.device('cpu')) is None
+    base, q = data()
+    index = AlignmentIndex('flat', backend='faiss')
+    index.chosen, index.device = 'flat', torch.device('cuda', 1)
+    index._add_faiss(base.numpy())
+    assert sent == [1] and index._gpu == 1
+
+
+@pytest.mark.gpu
+def test_faiss_gpu_index_on_the_inputs_device():
+    import ricea_pyg.search.index as index_module
+    if not index_module._faiss_gpu():
+        pytest.skip('needs faiss-gpu with a visible GPU')
+    device = torch.device('cuda', torch.cuda.device_count() - 1)
+    base, q = data()
+    index = AlignmentIndex('flat', backend='faiss').add(base.to(device))
+    assert index._gpu == device.index
+    assert index._index.getDevice() == device.index
+    s, i = index.search(q.to(device), 5)
+    assert i.device == device
+    assert torch.equal(i.cpu(), dense(base, q, 5)[1])

@@ -9,9 +9,15 @@ from ricea_pyg.nn.fusion import (
     fusion_resolver,
 )
 from ricea_pyg.nn.projection import ModalityProjection
+from ricea_pyg.nn.relational import (
+    RelationalAdjacency,
+    RelationalReflectionConv,
+    RelationAwareEncoder,
+)
 from ricea_pyg.nn.structure import CSRAdjacency, DiagGATConv, GATEncoder, csr_spmm
 
 __all__ = ['ModalityFusion', 'ConcatFusion', 'GlobalWeightFusion',
            'MEAformerFusion', 'RelativeInteraction', 'ADCFusion', 'FUSIONS',
            'fusion_resolver', 'ModalityProjection', 'CSRAdjacency',
-           'DiagGATConv', 'GATEncoder', 'csr_spmm']
+           'DiagGATConv', 'GATEncoder', 'csr_spmm', 'RelationalAdjacency',
+           'RelationalReflectionConv', 'RelationAwareEncoder']

@@ -5,39 +5,131 @@ and scatters them back; on CPU those per-edge ops are most of a step. Here
 only the attention scores are per edge (``[E, H]``); features move through a
 sparse CSR product ``A_\alpha X`` whose backward is another CSR product
 (for :math:`X`) and a sampled dense product (for :math:`\alpha`).
+
+The layers take a graph in any of PyG's forms (``edge_index``,
+:class:`~torch_geometric.EdgeIndex`, a ``torch.sparse`` adjacency or a
+``torch_sparse.SparseTensor``) and prepare it as a :class:`CSRAdjacency`;
+build that once with :meth:`CSRAdjacency.from_input` to skip the work on
+every call.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import coalesce, remove_self_loops, softmax, to_undirected
+from torch_geometric import EdgeIndex
+from torch_geometric.index import index2ptr
+from torch_geometric.typing import SparseTensor
+from torch_geometric.utils import (
+    coalesce,
+    is_sparse,
+    remove_self_loops,
+    softmax,
+    to_edge_index,
+    to_undirected,
+)
 
-__all__ = ['CSRAdjacency', 'csr_spmm', 'DiagGATConv', 'GATEncoder']
+__all__ = ['CSRPattern', 'CSRAdjacency', 'csr_spmm', 'csr_sddmm',
+           'DiagGATConv', 'GATEncoder']
 
 
-def _csr(ptr: Tensor, idx: Tensor, value: Tensor, n: int) -> Tensor:
+def _csr(ptr: Tensor, idx: Tensor, value: Tensor, size: Tuple[int, int]
+         ) -> Tensor:
     # Built from our own sorted, coalesced indices: no invariant checks.
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', 'Sparse CSR tensor support')
-        return torch.sparse_csr_tensor(ptr, idx, value, (n, n),
+        return torch.sparse_csr_tensor(ptr, idx, value, size,
                                        check_invariants=False)
 
 
-class CSRAdjacency:
-    r"""A fixed graph in CSR form, with its transpose, for :func:`csr_spmm`.
+class CSRPattern:
+    r"""The sparsity pattern of an :math:`m \times n` matrix in CSR order,
+    with its transpose, for :func:`csr_spmm` and :func:`csr_sddmm`.
 
-    Row :math:`i` lists the neighbours whose messages node :math:`i`
-    receives (PyG's ``adj_t``). Duplicate edges (several relations between
-    two entities) collapse into one.
+    Entry :math:`k` sits at (:obj:`row[k]`, :obj:`col[k]`); values given to
+    the kernels follow this order.
 
     Args:
-        edge_index (Tensor): ``[2, E]`` (source, target) pairs.
+        row (Tensor): ``[nnz]`` row indices, sorted.
+        col (Tensor): ``[nnz]`` column indices, sorted within each row, no
+            duplicate (row, col).
+        size (tuple): :math:`(m, n)`.
+    """
+
+    def __init__(self, row: Tensor, col: Tensor, size: Tuple[int, int]):
+        self.size = (int(size[0]), int(size[1]))
+        self.row, self.col = row, col
+        self.rowptr = index2ptr(row, self.size[0])
+        # The transpose: rows are sorted, so a stable sort by col gives
+        # (col, row) order.
+        self.perm = torch.sort(col, stable=True)[1]
+        self.colptr = index2ptr(col[self.perm], self.size[1])
+        self.row_t = row[self.perm]
+        # MKL's sparse products take int32 indices; converting int64 ones
+        # on every call costs ~10% of a product.
+        small = max(self.size + (self.nnz,)) < 2**31
+        self._index = [i.int() if small else i for i in
+                       (self.rowptr, self.col, self.colptr, self.row_t)]
+
+    @classmethod
+    def from_coo(cls, row: Tensor, col: Tensor, size: Tuple[int, int]
+                 ) -> Tuple[CSRPattern, Tensor]:
+        """The pattern of the distinct (row, col) pairs, and ``[len(row)]``
+        the position of each given pair in it."""
+        key = row * size[1] + col
+        if bool((key[1:] >= key[:-1]).all()):  # already sorted: no sort
+            key, inverse = torch.unique_consecutive(key, return_inverse=True)
+        else:
+            key, inverse = torch.unique(key, sorted=True,
+                                        return_inverse=True)
+        return cls(key // size[1], key % size[1], size), inverse
+
+    @property
+    def nnz(self) -> int:
+        return self.row.numel()
+
+    def matrix(self, value: Optional[Tensor] = None) -> Tensor:
+        """``torch.sparse_csr`` matrix with the given entry values."""
+        if value is None:
+            value = torch.ones(self.nnz, device=self.row.device)
+        return _csr(self._index[0], self._index[1], value, self.size)
+
+    def matrix_t(self, value: Tensor) -> Tensor:
+        """The transpose of :meth:`matrix`, also in CSR."""
+        return _csr(self._index[2], self._index[3], value[self.perm],
+                    self.size[::-1])
+
+    def to(self, device) -> CSRPattern:
+        out = object.__new__(type(self))
+        out.__dict__ = {k: v.to(device) if isinstance(v, Tensor) else v
+                        for k, v in self.__dict__.items()}
+        out._index = [i.to(device) for i in self._index]
+        return out
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(size={self.size}, nnz={self.nnz})'
+
+
+GraphInput = Union['CSRAdjacency', Tensor, EdgeIndex, SparseTensor]
+
+
+class CSRAdjacency(CSRPattern):
+    r"""A fixed graph prepared for :class:`DiagGATConv`: the message graph
+    in CSR form, with its transpose.
+
+    Row :math:`i` lists the nodes whose messages node :math:`i` receives
+    (PyG's ``adj_t``). Preparation, in order: self-loops in the input are
+    dropped; with :obj:`undirected`, every edge gets its reverse; with
+    :obj:`self_loops`, every node gets one self-loop; duplicate edges
+    (several relations between two entities) collapse into one. Edge
+    weights are not kept: the attention supplies them.
+
+    Args:
+        edge_index (Tensor): ``[2, E]`` (sender, receiver) pairs.
         num_nodes (int): :math:`N`.
         undirected (bool): Add reverse edges. (default: :obj:`True`)
         self_loops (bool): Add a self-loop to every node.
@@ -50,7 +142,7 @@ class CSRAdjacency:
         if edge_index.numel() and (edge_index.min() < 0
                                    or edge_index.max() >= num_nodes):
             raise ValueError(f'edge_index refers to nodes outside [0, '
-                             f'{num_nodes})')
+                             f'{num_nodes}); pass the right num_nodes')
         edge_index, _ = remove_self_loops(edge_index)
         if undirected:
             edge_index = to_undirected(edge_index, num_nodes=num_nodes)
@@ -60,36 +152,69 @@ class CSRAdjacency:
         # Sorted by receiver (row), then sender (col).
         src, dst = coalesce(edge_index, num_nodes=num_nodes,
                             sort_by_row=False)
-        self.num_nodes = num_nodes
-        self.row, self.col = dst, src
-        self.rowptr = torch._convert_indices_from_coo_to_csr(
-            self.row, num_nodes)
-        # The transpose: the same edges sorted by col.
-        self.perm = (self.col * num_nodes + self.row).argsort()
-        self.colptr = torch._convert_indices_from_coo_to_csr(
-            self.col[self.perm], num_nodes)
-        self.row_t = self.row[self.perm]
+        super().__init__(dst, src, (num_nodes, num_nodes))
+
+    @classmethod
+    def from_input(cls, adj: GraphInput, num_nodes: Optional[int] = None,
+                   undirected: bool = True, self_loops: bool = True
+                   ) -> CSRAdjacency:
+        r"""Prepares a graph given in any of PyG's forms.
+
+        Args:
+            adj: A :class:`CSRAdjacency` (returned as it is); an
+                ``edge_index`` ``[2, E]`` or
+                :class:`~torch_geometric.EdgeIndex` of (sender, receiver)
+                pairs; or an :math:`N \times N` adjacency whose row
+                :math:`i` lists the senders to node :math:`i` (PyG's
+                ``adj_t``), as a ``torch.sparse`` tensor of any layout or a
+                ``torch_sparse.SparseTensor``. Stored values are ignored.
+            num_nodes (int, optional): :math:`N`. (default: the adjacency's
+                size, else the largest index plus one)
+            undirected (bool): Add reverse edges. (default: :obj:`True`)
+            self_loops (bool): Add a self-loop to every node.
+                (default: :obj:`True`)
+        """
+        if isinstance(adj, CSRAdjacency):
+            if num_nodes is not None and adj.size[0] != num_nodes:
+                raise ValueError(f'the CSRAdjacency has {adj.size[0]} '
+                                 f'nodes, not {num_nodes}')
+            return adj
+        if is_sparse(adj):
+            size = (tuple(adj.sparse_sizes()) if isinstance(adj, SparseTensor)
+                    else tuple(adj.shape[:2]))
+            if size[0] != size[1] or (num_nodes is not None
+                                      and size[0] != num_nodes):
+                raise ValueError(f'a sparse adjacency must be [N, N] with '
+                                 f'N = {num_nodes} (got {list(size)})')
+            receiver, sender = to_edge_index(adj)[0]
+            return cls(torch.stack([sender, receiver]), size[0], undirected,
+                       self_loops)
+        if not isinstance(adj, Tensor) or adj.dim() != 2 or adj.size(0) != 2:
+            raise TypeError(f'expected a CSRAdjacency, an edge_index [2, E], '
+                            f'an EdgeIndex or a sparse adjacency (got '
+                            f'{type(adj).__name__} '
+                            f'{list(getattr(adj, "shape", []))})')
+        if isinstance(adj, EdgeIndex):
+            if num_nodes is None:
+                known = [s for s in adj.sparse_size() if s is not None]
+                num_nodes = max(known) if known else None
+            adj = adj.as_tensor()
+        if num_nodes is None:
+            num_nodes = int(adj.max()) + 1 if adj.numel() else 0
+        return cls(adj, num_nodes, undirected, self_loops)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.size[0]
 
     @property
     def num_edges(self) -> int:
-        return self.row.numel()
+        return self.nnz
 
     @property
     def edge_index(self) -> Tensor:
         """``[2, E]`` (sender, receiver), in CSR order."""
         return torch.stack([self.col, self.row])
-
-    def matrix(self, value: Optional[Tensor] = None) -> Tensor:
-        """``torch.sparse_csr`` adjacency with the given edge values."""
-        if value is None:
-            value = torch.ones(self.num_edges, device=self.row.device)
-        return _csr(self.rowptr, self.col, value, self.num_nodes)
-
-    def to(self, device) -> CSRAdjacency:
-        out = object.__new__(CSRAdjacency)
-        out.__dict__ = {k: v.to(device) if isinstance(v, Tensor) else v
-                        for k, v in self.__dict__.items()}
-        return out
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_nodes={self.num_nodes}, '
@@ -98,36 +223,65 @@ class CSRAdjacency:
 
 class _CSRSpMM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, value: Tensor, x: Tensor, adj: CSRAdjacency) -> Tensor:
-        ctx.adj = adj
+    def forward(ctx, value: Tensor, x: Tensor, pattern: CSRPattern) -> Tensor:
+        ctx.pattern = pattern
         ctx.save_for_backward(value, x)
-        return adj.matrix(value) @ x
+        return pattern.matrix(value) @ x
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         value, x = ctx.saved_tensors
-        adj = ctx.adj
+        pattern = ctx.pattern
         grad_value = grad_x = None
         if ctx.needs_input_grad[0]:
             # d/dA_ij = <grad_out_i, x_j>, on the sparsity pattern only.
-            pattern = adj.matrix(torch.zeros_like(value))
-            grad_value = torch.sparse.sampled_addmm(
-                pattern, grad_out.contiguous(), x.t()).values()
+            grad_value = _sddmm(pattern, grad_out, x)
         if ctx.needs_input_grad[1]:
-            adj_t = _csr(adj.colptr, adj.row_t, value[adj.perm],
-                         adj.num_nodes)
-            grad_x = adj_t @ grad_out
+            grad_x = pattern.matrix_t(value) @ grad_out
         return grad_value, grad_x, None
 
 
-def csr_spmm(adj: CSRAdjacency, value: Tensor, x: Tensor) -> Tensor:
-    r""":math:`A_{\text{value}} X` with :math:`A` the pattern of :obj:`adj`
-    (values in CSR edge order), differentiable in both :obj:`value` and
+def _sddmm(pattern: CSRPattern, a: Tensor, b: Tensor) -> Tensor:
+    zeros = pattern.matrix(a.new_zeros(pattern.nnz))
+    return torch.sparse.sampled_addmm(zeros, a.contiguous(), b.t()).values()
+
+
+class _CSRSDDMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, pattern: CSRPattern) -> Tensor:
+        ctx.pattern = pattern
+        ctx.save_for_backward(a, b)
+        return _sddmm(pattern, a, b)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        a, b = ctx.saved_tensors
+        pattern = ctx.pattern
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = pattern.matrix(grad_out) @ b
+        if ctx.needs_input_grad[1]:
+            grad_b = pattern.matrix_t(grad_out) @ a
+        return grad_a, grad_b, None
+
+
+def csr_spmm(pattern: CSRPattern, value: Tensor, x: Tensor) -> Tensor:
+    r""":math:`A X` with :math:`A` the :math:`m \times n` matrix of
+    :obj:`pattern` holding :obj:`value` (``[nnz]``, in CSR order) and
+    :obj:`x` ``[n, d]``; differentiable in both :obj:`value` and
     :obj:`x`."""
-    return _CSRSpMM.apply(value, x, adj)
+    return _CSRSpMM.apply(value, x, pattern)
 
 
-class DiagGATConv(MessagePassing):
+def csr_sddmm(pattern: CSRPattern, a: Tensor, b: Tensor) -> Tensor:
+    r"""``[nnz]`` dot products :math:`\mathbf{a}_{\text{row}[k]} \cdot
+    \mathbf{b}_{\text{col}[k]}` on the entries of :obj:`pattern`, for
+    :obj:`a` ``[m, d]`` and :obj:`b` ``[n, d]``; differentiable in both,
+    and never materialises ``[nnz, d]``."""
+    return _CSRSDDMM.apply(a, b, pattern)
+
+
+class DiagGATConv(torch.nn.Module):
     r"""The graph attention layer of MEAformer's structure encoder, after
     `"Graph Attention Networks" <https://arxiv.org/abs/1710.10903>`_, with
     an optional diagonal weight (`MEAformer
@@ -145,29 +299,35 @@ class DiagGATConv(MessagePassing):
         \mathbf{x}'_i = \frac{1}{H} \sum_{k=1}^{H} \sum_{j \in
         \mathcal{N}(i)} \alpha^{k}_{ij} \mathbf{h}^{k}_j
 
-    Given a :class:`CSRAdjacency` the aggregation is one CSR product per head
-    (fast path); given an ``edge_index`` it is PyG's gather/scatter message
-    passing (the reference path, equal up to float rounding).
+    where :math:`\mathcal{N}(i)` are the senders to :math:`i` in the
+    prepared graph (:class:`CSRAdjacency`: undirected, with self-loops,
+    duplicates collapsed). Only the scores are per edge; the aggregation is
+    one CSR product per head (:func:`csr_spmm`), never ``[E, H, d]``.
 
     Args:
         channels (int): Input and output size :math:`d`.
-        heads (int): :math:`H`. (default: :obj:`2`)
-        diag (bool): Diagonal weight :math:`\mathbf{w}^k \in \mathbb{R}^d`
-            instead of a full :math:`d \times d` matrix.
+        heads (int): Number of attention heads :math:`H`, averaged.
+            (default: :obj:`2`)
+        diag (bool): Use a diagonal weight :math:`\mathbf{w}^k \in
+            \mathbb{R}^d` instead of a full :math:`d \times d` matrix.
             (default: :obj:`True`)
-        negative_slope (float): LeakyReLU slope. (default: :obj:`0.2`)
-        attn_dropout (float): Dropout on :math:`\alpha`.
-            (default: :obj:`0.0`)
+        negative_slope (float): Slope of the LeakyReLU on the scores.
+            (default: :obj:`0.2`)
+        attn_dropout (float): Dropout probability on :math:`\alpha` in
+            training. (default: :obj:`0.0`)
 
     Shapes:
-        - **input:** ``x [N, d]``; :class:`CSRAdjacency` or ``edge_index
-          [2, E]`` (sender, receiver; self-loops included by the caller)
+        - **input:** ``x [N, d]``; a graph: :class:`CSRAdjacency`
+          (used as it is), or ``edge_index [2, E]``,
+          :class:`~torch_geometric.EdgeIndex`, ``torch.sparse`` or
+          ``SparseTensor`` ``adj_t [N, N]``, each prepared per call by
+          :meth:`CSRAdjacency.from_input`
         - **output:** ``[N, d]``
     """
 
     def __init__(self, channels: int, heads: int = 2, diag: bool = True,
                  negative_slope: float = 0.2, attn_dropout: float = 0.0):
-        super().__init__(aggr='add', node_dim=0)
+        super().__init__()
         self.channels, self.heads, self.diag = channels, heads, diag
         self.negative_slope, self.attn_dropout = negative_slope, attn_dropout
         shape = (heads, channels) if diag else (heads, channels, channels)
@@ -177,7 +337,6 @@ class DiagGATConv(MessagePassing):
         self.reset_parameters()
 
     def reset_parameters(self):
-        super().reset_parameters()
         if self.diag:
             torch.nn.init.ones_(self.weight)  # as MEAformer
         else:
@@ -187,22 +346,9 @@ class DiagGATConv(MessagePassing):
         torch.nn.init.uniform_(self.att_src, -bound, bound)
         torch.nn.init.uniform_(self.att_dst, -bound, bound)
 
-    def forward(self, x: Tensor, graph: Union[CSRAdjacency, Tensor]
-                ) -> Tensor:
-        if isinstance(graph, CSRAdjacency):
-            return self._forward_csr(x, graph)
-        if self.diag:
-            h = x.unsqueeze(1) * self.weight  # [N, H, d]
-        else:
-            h = torch.einsum('nd,hde->nhe', x, self.weight)
-        a_src = (h * self.att_src).sum(-1)  # [N, H]
-        a_dst = (h * self.att_dst).sum(-1)
-        src, dst = graph
-        alpha = self._alpha(a_src[src] + a_dst[dst], dst, x.size(0))
-        out = self.propagate(graph, h=h, alpha=alpha, size=None)
-        return out.mean(dim=1)
-
-    def _forward_csr(self, x: Tensor, graph: CSRAdjacency) -> Tensor:
+    def forward(self, x: Tensor, graph: GraphInput) -> Tensor:
+        """Runs the layer on :obj:`x` ``[N, d]`` over :obj:`graph`."""
+        graph = CSRAdjacency.from_input(graph, x.size(0))
         if self.diag:
             # (w * x) . a = x . (w * a), and A (w * x) = w * (A x): no
             # [N, H, d] tensor, and every head aggregates x itself.
@@ -213,21 +359,15 @@ class DiagGATConv(MessagePassing):
             hs = [x @ w for w in self.weight]
             a_src = torch.stack([h @ a for h, a in zip(hs, self.att_src)], 1)
             a_dst = torch.stack([h @ a for h, a in zip(hs, self.att_dst)], 1)
-        alpha = self._alpha(a_src[graph.col] + a_dst[graph.row], graph.row,
-                            x.size(0))
+        score = F.leaky_relu(a_src[graph.col] + a_dst[graph.row],
+                             self.negative_slope)
+        alpha = softmax(score, graph.row, num_nodes=x.size(0))
+        alpha = F.dropout(alpha, self.attn_dropout, self.training)
         out = 0
         for k, h in enumerate(hs):
             agg = csr_spmm(graph, alpha[:, k].contiguous(), h)
             out = out + (agg * self.weight[k] if self.diag else agg)
         return out / self.heads
-
-    def _alpha(self, score: Tensor, index: Tensor, num_nodes: int) -> Tensor:
-        score = F.leaky_relu(score, self.negative_slope)
-        alpha = softmax(score, index, num_nodes=num_nodes)
-        return F.dropout(alpha, self.attn_dropout, self.training)
-
-    def message(self, h_j: Tensor, alpha: Tensor) -> Tensor:
-        return h_j * alpha.unsqueeze(-1)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.channels}, '
@@ -237,7 +377,8 @@ class DiagGATConv(MessagePassing):
 class GATEncoder(torch.nn.Module):
     r"""MEAformer's structure encoder: :obj:`num_layers`
     :class:`DiagGATConv` layers with ELU between them, over learnable entity
-    embeddings of both KGs (one disjoint graph, so the KGs share weights).
+    embeddings of both KGs (one disjoint graph, so the KGs share weights),
+    from `"MEAformer" <https://arxiv.org/abs/2212.14454>`_:
 
     .. math::
         \mathbf{X}^{(0)} = \mathrm{Norm}(\mathbf{E}), \quad
@@ -246,19 +387,24 @@ class GATEncoder(torch.nn.Module):
         \ \mathrm{id}\ (l = L - 1)
 
     Args:
-        channels (int): :math:`d`. (default: :obj:`300`)
-        num_layers (int): :math:`L`. (default: :obj:`2`)
-        heads (int): (default: :obj:`2`)
-        diag (bool): Diagonal weights. (default: :obj:`True`)
+        channels (int): Input and output size :math:`d`.
+            (default: :obj:`300`)
+        num_layers (int): Number of layers :math:`L`. (default: :obj:`2`)
+        heads (int): Attention heads per layer. (default: :obj:`2`)
+        diag (bool): Diagonal weights (see :class:`DiagGATConv`).
+            (default: :obj:`True`)
         dropout (float): Feature dropout before each layer but the first.
             (default: :obj:`0.0`)
-        attn_dropout (float): (default: :obj:`0.0`)
+        attn_dropout (float): Dropout on the attention weights.
+            (default: :obj:`0.0`)
         input_norm (bool): Standardise each input feature over the nodes with
             a learnable affine map (MEAformer's instance norm).
             (default: :obj:`True`)
 
     Shapes:
-        - **input:** ``x [N, d]``, :class:`CSRAdjacency` or ``edge_index``
+        - **input:** ``x [N, d]``; a graph in any form
+          :class:`DiagGATConv` takes (prepared once per call, so pass a
+          :class:`CSRAdjacency` to reuse it across calls)
         - **output:** ``[N, d]``
     """
 
@@ -280,9 +426,10 @@ class GATEncoder(torch.nn.Module):
         if self.norm is not None:
             self.norm.reset_parameters()
 
-    def forward(self, x: Tensor, graph: Union[CSRAdjacency, Tensor]
-                ) -> Tensor:
-        if self.norm is not None:  # over nodes: [1, d, N]
+    def forward(self, x: Tensor, graph: GraphInput) -> Tensor:
+        """Encodes :obj:`x` ``[N, d]`` over :obj:`graph`."""
+        graph = CSRAdjacency.from_input(graph, x.size(0))
+        if self.norm is not None and x.size(0) > 0:  # over nodes: [1, d, N]
             x = self.norm(x.t().unsqueeze(0)).squeeze(0).t()
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):

@@ -22,8 +22,8 @@ from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
 from ricea_pyg.data import synthetic_pair
+from ricea_pyg.loss import tcp_loss
 from ricea_pyg.nn import fusion_resolver
-from ricea_pyg.nn.fusion import tcp_loss
 
 VIEWS = ['attr', 'img', 'name', 'char']
 

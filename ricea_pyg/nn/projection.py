@@ -10,14 +10,20 @@ __all__ = ['ModalityProjection']
 
 
 class ModalityProjection(torch.nn.Module):
-    r"""One linear map :math:`\mathbb{R}^{F_m} \to \mathbb{R}^d` per feature
-    modality (``rel``, ``attr``, ``img``, ``name``, ``char``, ...), as in
-    MEAformer.
+    r"""One linear map per feature modality (``rel``, ``attr``, ``img``,
+    ``name``, ``char``, ...), as in `"MEAformer: Multi-modal Entity Alignment
+    Transformer for Meta Modality Hybrid" <https://arxiv.org/abs/2212.14454>`_:
+
+    .. math::
+        \mathbf{x}^{m} = \mathbf{W}_m \mathbf{f}^{m} + \mathbf{b}_m,
+        \qquad \mathbf{W}_m \in \mathbb{R}^{d \times F_m}
 
     Args:
-        in_channels (dict): Modality name to its input size :math:`F_m`.
-        channels (int): :math:`d`.
-        bias (bool): (default: :obj:`True`)
+        in_channels (dict): The input size :math:`F_m` of each modality, by
+            name.
+        channels (int): The shared output size :math:`d`.
+        bias (bool): If :obj:`False`, the maps learn no bias
+            :math:`\mathbf{b}_m`. (default: :obj:`True`)
 
     Shapes:
         - **input:** ``{modality: [N, F_m]}`` (a subset is fine)
@@ -28,18 +34,27 @@ class ModalityProjection(torch.nn.Module):
                  bias: bool = True):
         super().__init__()
         self.in_channels, self.channels = dict(in_channels), channels
+        self.bias = bias
         self.lins = torch.nn.ModuleDict({
             m: torch.nn.Linear(f, channels, bias=bias)
             for m, f in self.in_channels.items()})
         self.reset_parameters()
 
     def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
         for lin in self.lins.values():
             lin.reset_parameters()
 
     def forward(self, xs: Dict[str, Tensor],
                 index: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """Projects each given modality (rows :obj:`index` only, if given)."""
+        r"""Projects each given modality.
+
+        Args:
+            xs (dict): ``[N, F_m]`` features of some or all modalities, by
+                name.
+            index (Tensor, optional): ``[n]`` rows to project; all rows if
+                :obj:`None`. (default: :obj:`None`)
+        """
         out = {}
         for m, x in xs.items():
             if m not in self.lins:
@@ -50,4 +65,5 @@ class ModalityProjection(torch.nn.Module):
 
     def __repr__(self) -> str:
         dims = ', '.join(f'{m}={f}' for m, f in self.in_channels.items())
-        return f'{self.__class__.__name__}({dims} -> {self.channels})'
+        bias = '' if self.bias else ', bias=False'
+        return f'{self.__class__.__name__}({dims} -> {self.channels}{bias})'

@@ -14,3 +14,16 @@ def test_projection_rows_and_repr():
     assert repr(proj) == 'ModalityProjection(rel=5, name=3 -> 4)'
     with pytest.raises(KeyError, match='img'):
         proj({'img': torch.randn(2, 2)})
+
+
+def test_projection_without_bias_says_so():
+    torch.manual_seed(0)
+    proj = ModalityProjection({'rel': 5}, 4, bias=False)
+    assert repr(proj) == 'ModalityProjection(rel=5 -> 4, bias=False)'
+    assert proj.lins['rel'].bias is None
+    x = torch.randn(3, 5)
+    assert torch.equal(proj({'rel': x})['rel'], x @ proj.lins['rel'].weight.t())
+    with torch.no_grad():
+        proj.lins['rel'].weight.zero_()
+    proj.reset_parameters()
+    assert proj.lins['rel'].weight.abs().sum() > 0

@@ -1,36 +1,53 @@
-from ricea_pyg.nn.fusion.base import FusionOutput, ModalityFusion, prepare_modalities
+from typing import Any
+
+from ricea_pyg.nn.fusion.base import (
+    FusionOutput,
+    ModalityFusion,
+    options_repr,
+    prepare_modalities,
+)
 from ricea_pyg.nn.fusion.baselines import (
-                                      ConcatFusion,
-                                      GlobalWeightFusion,
-                                      MEAformerFusion,
+    ConcatFusion,
+    GlobalWeightFusion,
+    MEAformerFusion,
 )
 from ricea_pyg.nn.fusion.functional import (
-                                      co_belief,
-                                      distribution_uniformity,
-                                      holo_confidence,
-                                      masked_softmax,
-                                      mean_attention,
-                                      mono_confidence,
-                                      relative_calibration,
-                                      tcp_loss,
-                                      tcp_target,
-                                      weighted_fusion,
+    _moved_attribute,
+    co_belief,
+    distribution_uniformity,
+    holo_confidence,
+    masked_softmax,
+    mean_attention,
+    mono_confidence,
+    relative_calibration,
+    weighted_fusion,
 )
-from ricea_pyg.nn.fusion.resolver import FUSIONS, fusion_resolver
+from ricea_pyg.nn.fusion.resolver import (
+    DEFAULT_FUSION,
+    FUSIONS,
+    fusion_classes,
+    fusion_resolver,
+)
 from ricea_pyg.nn.fusion.ricea import (
-                                      ADCFusion,
-                                      ConfidenceMLP,
-                                      InteractionOutput,
-                                      RelativeInteraction,
+    ADCFusion,
+    ConfidenceMLP,
+    InteractionOutput,
+    RelativeInteraction,
 )
 from ricea_pyg.nn.fusion.transformer import CrossModalTransformer
 
 __all__ = [
-    'ModalityFusion', 'FusionOutput', 'prepare_modalities', 'ConcatFusion',
-    'GlobalWeightFusion', 'MEAformerFusion', 'RelativeInteraction',
-    'ADCFusion', 'ConfidenceMLP', 'InteractionOutput', 'CrossModalTransformer',
-    'FUSIONS', 'fusion_resolver', 'masked_softmax', 'weighted_fusion',
+    'ModalityFusion', 'FusionOutput', 'prepare_modalities', 'options_repr',
+    'ConcatFusion', 'GlobalWeightFusion', 'MEAformerFusion',
+    'RelativeInteraction', 'ADCFusion', 'ConfidenceMLP', 'InteractionOutput',
+    'CrossModalTransformer', 'DEFAULT_FUSION', 'FUSIONS', 'fusion_classes',
+    'fusion_resolver', 'masked_softmax', 'weighted_fusion',
     'mono_confidence', 'holo_confidence', 'co_belief', 'mean_attention',
-    'distribution_uniformity', 'relative_calibration', 'tcp_target',
-    'tcp_loss',
+    'distribution_uniformity', 'relative_calibration',
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `tcp_target` and `tcp_loss` moved to `ricea_pyg.loss`; the old names
+    # warn for one release.
+    return _moved_attribute(__name__, name)

@@ -1,21 +1,42 @@
 """The base class every fusion shares: M modality embeddings -> one."""
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+import inspect
+from typing import (
+    Any,
+    ClassVar,
+    List,
+    Literal,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    overload,
+)
 
 import torch
 from torch import Tensor
 
 __all__ = ['ModalityFusion', 'FusionOutput', 'ModalityInput',
-           'prepare_modalities']
+           'prepare_modalities', 'options_repr']
 
 ModalityInput = Union[Tensor, Sequence[Tensor]]
 
 
 class FusionOutput(NamedTuple):
     """Everything a fusion computes; :meth:`ModalityFusion.forward` returns a
-    view of it. ``extras`` holds layer-specific tensors (attention,
-    confidences, ...)."""
+    view of it.
+
+    Attributes:
+        fused (Tensor): ``[N, F_out]`` the fused embedding.
+        weights (Tensor): ``[N, M]`` weight of each modality, 0 where
+            missing.
+        uncertainty (Tensor, optional): ``[N, M]`` uncertainty of each
+            weight, for fusions that estimate one.
+        extras (dict, optional): Layer-specific tensors (attention,
+            confidences, ...).
+    """
     fused: Tensor
     weights: Tensor
     uncertainty: Optional[Tensor] = None
@@ -25,7 +46,20 @@ class FusionOutput(NamedTuple):
 def prepare_modalities(xs: ModalityInput, mask: Optional[Tensor], M: int,
                        ragged: bool = False, name: str = 'fusion'
                        ) -> Tuple[Union[Tensor, List[Tensor]], Tensor]:
-    """Validates the input; zeroes missing modalities; returns the mask."""
+    """Validates the input of a fusion, zeroes missing modalities and returns
+    them with the boolean mask.
+
+    Args:
+        xs (Tensor or list of Tensor): ``[N, M, F]``, or a list of ``M``
+            tensors ``[N, F_m]``.
+        mask (Tensor, optional): ``[N, M]``, True where a modality is
+            present; :obj:`None` means all present.
+        M (int): The expected number of modalities.
+        ragged (bool): If :obj:`True`, a list of different sizes ``F_m`` is
+            kept as a list; otherwise it must stack. (default: :obj:`False`)
+        name (str): The caller's name in error messages.
+            (default: ``'fusion'``)
+    """
     if isinstance(xs, Tensor):
         if xs.dim() != 3 or xs.size(1) != M:
             raise ValueError(f'{name} expects '
@@ -62,8 +96,52 @@ def prepare_modalities(xs: ModalityInput, mask: Optional[Tensor], M: int,
     return xs, mask
 
 
+def _check_choice(name: str, value: Any, choices: Sequence[Any]):
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {tuple(choices)} (got '
+                         f'{value!r})')
+
+
+_MISSING = object()
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (RuntimeError, TypeError, ValueError):
+        return a is b
+
+
+def options_repr(module: torch.nn.Module, positional: Sequence[str]) -> str:
+    """``Name(p1, p2, option=value, ...)``: the :obj:`positional` arguments
+    of :obj:`module`'s constructor by value (left out when :obj:`None`),
+    then every other constructor argument whose value differs from its
+    default. Each argument is read from the attribute of the same name;
+    arguments that are not stored are left out.
+
+    Args:
+        module (torch.nn.Module): The module to describe.
+        positional (list of str): The arguments shown without their name.
+    """
+    params = inspect.signature(type(module).__init__).parameters
+    args = []
+    for name, p in params.items():
+        if name == 'self' or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        value = getattr(module, name, _MISSING)
+        if value is _MISSING:
+            continue
+        if name in positional:
+            if value is not None:
+                args.append(str(value))
+        elif p.default is p.empty or not _equal(value, p.default):
+            args.append(f'{name}={value!r}')
+    return f'{module.__class__.__name__}({", ".join(args)})'
+
+
 class ModalityFusion(torch.nn.Module):
-    r"""Base class for fusing :math:`M` modality embeddings into one.
+    r"""Base class for fusing :math:`M` modality embeddings of each entity
+    into one, with per-entity modality weights.
 
     Every fusion takes the same input and returns the same output:
 
@@ -73,19 +151,33 @@ class ModalityFusion(torch.nn.Module):
       present). Missing modalities get weight exactly 0 and receive no
       gradient;
     * returns the fused tensor, and with ``return_weights=True`` also
-      ``(weights [N, M], uncertainty [N, M] or None)``, like GATConv's
+      ``(weights [N, M], uncertainty [N, M] or None)``, as
+      :class:`~torch_geometric.nn.conv.GATConv` does for
       ``return_attention_weights``.
 
     Subclasses implement :meth:`fuse` on the prepared ``[N, M, F]`` (or, with
     :attr:`ragged` set, the list) and mask; :meth:`forward_full` returns the
-    whole :class:`FusionOutput`.
+    whole :class:`FusionOutput`. A subclass is found by
+    :func:`~ricea_pyg.nn.fusion.fusion_resolver` under its class name, that
+    name without ``'Fusion'``, and its :attr:`aliases`.
 
     Args:
-        num_modalities (int): :math:`M`.
-        channels (int, optional): :math:`F` where all modalities share it.
+        num_modalities (int): The number of modalities :math:`M`.
+        channels (int, optional): The size :math:`F` that all modalities
+            share, where the fusion needs one. (default: :obj:`None`)
+
+    Shapes:
+        - **input:** list of ``M`` tensors ``[N, F_m]`` or ``[N, M, F]``;
+          mask ``[N, M]``
+        - **output:** ``[N, F_out]`` (see :meth:`out_channels`); with
+          ``return_weights=True`` also ``(weights [N, M], uncertainty
+          [N, M] or None)``
     """
     #: Whether the fusion accepts modalities of different sizes.
-    ragged: bool = False
+    ragged: ClassVar[bool] = False
+    #: Short names under which :func:`~ricea_pyg.nn.fusion.fusion_resolver`
+    #: finds this class (its own, not inherited).
+    aliases: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, num_modalities: int, channels: Optional[int] = None):
         super().__init__()
@@ -95,30 +187,76 @@ class ModalityFusion(torch.nn.Module):
         self.channels = channels
 
     def reset_parameters(self):
-        pass
+        r"""Resets all learnable parameters of the module."""
 
     def prepare(self, xs: ModalityInput, mask: Optional[Tensor]
                 ) -> Tuple[Union[Tensor, List[Tensor]], Tensor]:
+        """:func:`prepare_modalities` with this fusion's settings."""
         return prepare_modalities(xs, mask, self.num_modalities, self.ragged,
                                   self.__class__.__name__)
 
-    def fuse(self, xs, mask: Tensor) -> FusionOutput:
+    def fuse(self, xs: Union[Tensor, List[Tensor]], mask: Tensor
+             ) -> FusionOutput:
+        """Fuses the prepared input; implemented by every subclass."""
         raise NotImplementedError
 
     def forward_full(self, xs: ModalityInput,
                      mask: Optional[Tensor] = None) -> FusionOutput:
+        """Runs the fusion and returns everything it computed."""
         xs, mask = self.prepare(xs, mask)
         return self.fuse(xs, mask)
 
+    @overload
     def forward(self, xs: ModalityInput, mask: Optional[Tensor] = None,
-                return_weights: bool = False):
+                return_weights: Literal[False] = False) -> Tensor:
+        ...
+
+    @overload
+    def forward(self, xs: ModalityInput, mask: Optional[Tensor],
+                return_weights: Literal[True]
+                ) -> Tuple[Tensor, Tuple[Tensor, Optional[Tensor]]]:
+        ...
+
+    @overload
+    def forward(self, xs: ModalityInput, mask: Optional[Tensor] = None, *,
+                return_weights: Literal[True]
+                ) -> Tuple[Tensor, Tuple[Tensor, Optional[Tensor]]]:
+        ...
+
+    @overload
+    def forward(self, xs: ModalityInput, mask: Optional[Tensor] = None,
+                return_weights: bool = False
+                ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor,
+                                                       Optional[Tensor]]]]:
+        ...
+
+    def forward(self, xs: ModalityInput, mask: Optional[Tensor] = None,
+                return_weights: bool = False
+                ) -> Union[Tensor, Tuple[Tensor, Tuple[Tensor,
+                                                       Optional[Tensor]]]]:
+        r"""Runs the forward pass of the module.
+
+        Args:
+            xs (Tensor or list of Tensor): ``[N, M, F]``, or a list of ``M``
+                tensors ``[N, F_m]``.
+            mask (Tensor, optional): ``[N, M]`` bool, True where a modality
+                is present. (default: :obj:`None`, all present)
+            return_weights (bool): If :obj:`True`, also returns the tuple
+                ``(weights [N, M], uncertainty [N, M] or None)``.
+                (default: :obj:`False`)
+        """
         out = self.forward_full(xs, mask)
         if return_weights:
             return out.fused, (out.weights, out.uncertainty)
         return out.fused
 
     def out_channels(self, in_channels: Union[int, Sequence[int]]) -> int:
-        """Size of the fused output for the given modality sizes."""
+        """Size of the fused output for the given modality sizes.
+
+        Args:
+            in_channels (int or list of int): The size shared by all
+                modalities, or one size per modality.
+        """
         if isinstance(in_channels, int):
             in_channels = [in_channels] * self.num_modalities
         if getattr(self, 'mode', 'concat') == 'sum':
@@ -126,8 +264,4 @@ class ModalityFusion(torch.nn.Module):
         return sum(in_channels)
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}({self.num_modalities}'
-                f'{self._extra_repr()})')
-
-    def _extra_repr(self) -> str:
-        return ''
+        return options_repr(self, ('num_modalities', 'channels'))

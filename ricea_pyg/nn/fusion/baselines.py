@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor
 
-from ricea_pyg.nn.fusion.base import FusionOutput, ModalityFusion
+from ricea_pyg.nn.fusion.base import (
+    FusionOutput,
+    ModalityFusion,
+    _check_choice,
+)
 from ricea_pyg.nn.fusion.functional import masked_softmax, weighted_fusion
 from ricea_pyg.nn.fusion.transformer import CrossModalTransformer
 
@@ -25,15 +30,18 @@ class ConcatFusion(ModalityFusion):
     fused vectors; the reported weights are :math:`\mu_m / K`.
 
     Args:
-        num_modalities (int): :math:`M`.
+        num_modalities (int): The number of modalities :math:`M`.
+        channels (int, optional): The size shared by all modalities; not
+            needed, as modalities may differ in size. (default: :obj:`None`)
 
     Shapes:
         - **input:** list of ``[N, F_m]`` or ``[N, M, F]``; mask ``[N, M]``
         - **output:** ``[N, sum_m F_m]``; weights ``[N, M]``
     """
     ragged = True
+    aliases = ('concat', )
 
-    def __init__(self, num_modalities: int, channels: int = None):
+    def __init__(self, num_modalities: int, channels: Optional[int] = None):
         super().__init__(num_modalities, channels)
         self.reset_parameters()
 
@@ -56,14 +64,24 @@ class GlobalWeightFusion(ModalityFusion):
     present modalities.
 
     Args:
-        num_modalities (int): :math:`M`.
-        mode (str): ``'concat'`` or ``'sum'``. (default: ``'concat'``)
+        num_modalities (int): The number of modalities :math:`M`.
+        channels (int, optional): The size shared by all modalities; only
+            ``'sum'`` needs equal sizes. (default: :obj:`None`)
+        mode (str): ``'concat'`` to concatenate the weighted modalities or
+            ``'sum'`` to add them. (default: ``'concat'``)
+
+    Shapes:
+        - **input:** list of ``[N, F_m]`` or ``[N, M, F]``; mask ``[N, M]``
+        - **output:** ``[N, sum_m F_m]`` (concat) or ``[N, F]`` (sum);
+          weights ``[N, M]``
     """
     ragged = True
+    aliases = ('global', 'eva')
 
-    def __init__(self, num_modalities: int, channels: int = None,
+    def __init__(self, num_modalities: int, channels: Optional[int] = None,
                  mode: str = 'concat'):
         super().__init__(num_modalities, channels)
+        _check_choice('mode', mode, ('concat', 'sum'))
         self.mode = mode
         self.logits = torch.nn.Parameter(torch.empty(num_modalities))
         self.reset_parameters()
@@ -75,9 +93,6 @@ class GlobalWeightFusion(ModalityFusion):
         scores = self.logits.expand(mask.size(0), -1)
         w = masked_softmax(scores, mask)
         return FusionOutput(weighted_fusion(xs, w, self.mode), w)
-
-    def _extra_repr(self) -> str:
-        return f', mode={self.mode}'
 
 
 class MEAformerFusion(ModalityFusion):
@@ -95,23 +110,33 @@ class MEAformerFusion(ModalityFusion):
     This uses attention *as* the weight, which is what RICEA criticises.
 
     Args:
-        num_modalities (int): :math:`M`.
-        channels (int): :math:`d`.
-        num_layers (int): Transformer layers. (default: :obj:`1`)
-        heads (int): (default: :obj:`1`)
-        ffn (bool): Feed-forward blocks. (default: :obj:`False`)
-        dropout (float): (default: :obj:`0.0`)
-        mode (str): ``'concat'`` or ``'sum'``. (default: ``'concat'``)
+        num_modalities (int): The number of modalities :math:`M`.
+        channels (int): The size :math:`d` of every modality embedding.
+        num_layers (int): The number of transformer layers.
+            (default: :obj:`1`)
+        heads (int): The number of attention heads :math:`H`.
+            (default: :obj:`1`)
+        ffn (bool): If :obj:`True`, each layer has a feed-forward block.
+            (default: :obj:`False`)
+        dropout (float): Dropout on the attention and the residual branches.
+            (default: :obj:`0.0`)
+        mode (str): ``'concat'`` to concatenate the weighted modalities or
+            ``'sum'`` to add them. (default: ``'concat'``)
 
     Shapes:
         - **input:** ``[N, M, d]`` or list of ``[N, d]``; mask ``[N, M]``
         - **output:** ``[N, M d]`` (concat) or ``[N, d]``; weights ``[N, M]``
     """
 
+    aliases = ('meaformer', )
+
     def __init__(self, num_modalities: int, channels: int,
                  num_layers: int = 1, heads: int = 1, ffn: bool = False,
                  dropout: float = 0.0, mode: str = 'concat'):
         super().__init__(num_modalities, channels)
+        _check_choice('mode', mode, ('concat', 'sum'))
+        self.num_layers, self.heads, self.ffn, self.dropout = (
+            num_layers, heads, ffn, dropout)
         self.mode = mode
         self.transformer = CrossModalTransformer(channels, num_layers, heads,
                                                  ffn, dropout=dropout)
@@ -128,8 +153,3 @@ class MEAformerFusion(ModalityFusion):
         w = masked_softmax(received, mask)
         return FusionOutput(weighted_fusion(x, w, self.mode), w,
                             extras={'z': z, 'attention': attn})
-
-    def _extra_repr(self) -> str:
-        t = self.transformer
-        return (f', {self.channels}, num_layers={t.num_layers}, '
-                f'heads={t.heads}, mode={self.mode}')

@@ -1,4 +1,11 @@
-r"""The RICEA equations (method.md), each in exactly one place.
+r"""The equations of RICEA, each in exactly one place.
+
+RICEA is the method of `"Probing Relative Interaction and Dynamic Calibration
+in Multi-modal Entity Alignment"
+<https://aclanthology.org/2025.acl-long.1384/>`_ (ACL 2025); its confidence
+and calibration scheme follows `"Predictive Dynamic Fusion"
+<https://arxiv.org/abs/2406.04802>`_ (PDF, ICML 2024). The modules of
+:mod:`ricea_pyg.nn.fusion` only compose these functions.
 
 Shapes: ``N`` entities, ``M`` modalities, ``H`` heads, ``d`` channels; a
 boolean ``mask [N, M]`` is True where a modality is present, ``K`` = number of
@@ -6,19 +13,42 @@ present modalities of an entity.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple, Union
+import warnings
+from typing import Any, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ricea_pyg.loss import true_counterpart_probability
-
 __all__ = [
     'masked_softmax', 'weighted_fusion', 'mono_confidence',
     'holo_confidence', 'co_belief', 'mean_attention', 'distribution_uniformity',
-    'relative_calibration', 'tcp_target', 'tcp_loss',
+    'relative_calibration',
 ]
+
+#: Names that moved out of this package, and their new module. They stay
+#: importable from here (with a :class:`DeprecationWarning`) for one release.
+_MOVED = {'tcp_target': 'ricea_pyg.loss', 'tcp_loss': 'ricea_pyg.loss'}
+
+
+def _moved_attribute(module: str, name: str) -> Any:
+    """The object :obj:`name` that moved from :obj:`module` to
+    ``_MOVED[name]``, with a :class:`DeprecationWarning` naming the new place;
+    :class:`AttributeError` for any other name (the contract of a module's
+    ``__getattr__``)."""
+    if name not in _MOVED:
+        raise AttributeError(f'module {module!r} has no attribute {name!r}')
+    warnings.warn(f'{module}.{name} moved to {_MOVED[name]}.{name}; import '
+                  f'it from there (the old name goes in the next release)',
+                  DeprecationWarning, stacklevel=3)
+    # Deferred on purpose: `ricea_pyg.loss` must never be imported by
+    # `ricea_pyg.nn` at import time (the dependency goes loss -> nn).
+    from ricea_pyg import loss
+    return getattr(loss, name)
+
+
+def __getattr__(name: str) -> Any:
+    return _moved_attribute(__name__, name)
 
 
 def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
@@ -26,6 +56,12 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
 
     Masked entries are **exactly 0**, a fully masked slice is all zeros, and
     neither produces NaN in the forward or backward pass.
+
+    Args:
+        scores (Tensor): The scores, of any shape.
+        mask (Tensor): Bool, broadcastable to :obj:`scores`; True where an
+            entry takes part.
+        dim (int): The dimension to normalise over. (default: :obj:`-1`)
     """
     fill = torch.finfo(scores.dtype).min
     out = scores.masked_fill(~mask, fill).softmax(dim=dim)
@@ -42,10 +78,11 @@ def weighted_fusion(xs: Union[Tensor, Sequence[Tensor]], weights: Tensor,
         \mathrm{sum}: \sum_m w_m \hat x_m \in \mathbb{R}^{d}
 
     Args:
-        xs: ``[N, M, F]`` or a list of ``M`` tensors ``[N, F_m]``
-            (``'sum'`` needs equal ``F_m``).
-        weights: ``[N, M]``.
-        mode: ``'concat'`` or ``'sum'``.
+        xs (Tensor or list of Tensor): ``[N, M, F]``, or a list of ``M``
+            tensors ``[N, F_m]`` (``'sum'`` needs equal ``F_m``).
+        weights (Tensor): ``[N, M]`` weight of each modality of each entity.
+        mode (str): ``'concat'`` to concatenate the weighted modalities or
+            ``'sum'`` to add them. (default: ``'concat'``)
     """
     if isinstance(xs, Tensor):
         x = F.normalize(xs, dim=-1) * weights.unsqueeze(-1)
@@ -69,7 +106,11 @@ def mono_confidence(logits: Tensor, mask: Tensor, eps: float = 1e-6
     1-\epsilon)`, and :math:`c_m = 0` for a missing modality.
 
     Args:
-        logits: ``[N, M]`` the confidence network's output :math:`g(x_m)`.
+        logits (Tensor): ``[N, M]`` output :math:`g(x_m)` of the confidence
+            network.
+        mask (Tensor): ``[N, M]`` bool, True where a modality is present.
+        eps (float): The clamp margin :math:`\epsilon`. (default:
+            :obj:`1e-6`)
     """
     c = torch.sigmoid(logits).clamp(eps, 1 - eps)
     return c * mask
@@ -84,11 +125,17 @@ def holo_confidence(c: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
 
     so :math:`h \in [0, 1]` and :math:`\sum_m h_m = K - 1`: a modality is
     strong when it holds a small share of the entity's total
-    log-unconfidence. :math:`h = 1` when :math:`K = 1`; when
-    :math:`|\sum \log c| < \epsilon` (all confidences ≈ 1) the limit of equal
-    shares, :math:`(K-1)/K`, is used (method.md writes :math:`1/K`, which
-    equals it for :math:`K = 2` and would break :math:`\sum h = K-1`
-    otherwise). Missing modalities get 0.
+    log-unconfidence. :math:`h = 1` when :math:`K = 1`. When
+    :math:`|\sum \log c| < \epsilon` (all confidences ≈ 1) the formula is
+    0/0 and its limit for equal shares, :math:`(K-1)/K`, is used (a plain
+    :math:`1/K` agrees for :math:`K = 2` only, and would break
+    :math:`\sum h = K-1` otherwise). Missing modalities get 0.
+
+    Args:
+        c (Tensor): ``[N, M]`` mono-confidences (:func:`mono_confidence`).
+        mask (Tensor): ``[N, M]`` bool, True where a modality is present.
+        eps (float): :math:`\epsilon`, which keeps the ratio finite.
+            (default: :obj:`1e-6`)
     """
     k = mask.sum(dim=-1, keepdim=True).to(c.dtype)
     log_c = torch.where(mask, c.clamp_min(eps).log(), torch.zeros_like(c))
@@ -101,16 +148,28 @@ def holo_confidence(c: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def co_belief(c: Tensor, h: Tensor, detach: bool = True) -> Tensor:
-    r"""Co-belief :math:`b = \mathrm{sg}(c) + \mathrm{sg}(h)` (``sg`` =
-    stop-gradient when :obj:`detach`)."""
+    r"""Co-belief :math:`b = \mathrm{sg}(c) + \mathrm{sg}(h)`.
+
+    Args:
+        c (Tensor): ``[N, M]`` mono-confidences.
+        h (Tensor): ``[N, M]`` holo-confidences.
+        detach (bool): If :obj:`True`, :math:`\mathrm{sg}` is the
+            stop-gradient; otherwise the identity. (default: :obj:`True`)
+    """
     if detach:
         return c.detach() + h.detach()
     return c + h
 
 
 def mean_attention(attention: Tensor, mask: Tensor) -> Tensor:
-    r""":math:`\bar A`: the head-mean of ``attention [N, H, M, M]``
-    restricted to present rows and columns, rows renormalised."""
+    r""":math:`\bar A`: the head-mean of the attention restricted to present
+    rows and columns, each row renormalised to sum to 1.
+
+    Args:
+        attention (Tensor): ``[N, H, M, M]``, or head-averaged
+            ``[N, M, M]``.
+        mask (Tensor): ``[N, M]`` bool, True where a modality is present.
+    """
     a = attention.mean(dim=1) if attention.dim() == 4 else attention
     pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
     a = a * pair
@@ -128,13 +187,18 @@ def distribution_uniformity(attention: Tensor, mask: Tensor,
         u_m = 1 - \frac{DU_m}{DU_{\max}},\quad
         DU_{\max} = \frac{2(K-1)}{K^2}
 
+    A peaked attention distribution is a certain one (:math:`u \to 0`), a
+    uniform one an uncertain one (:math:`u \to 1`).
+
     Args:
-        attention: ``[N, H, M, M]`` (or head-averaged ``[N, M, M]``).
-        mask: ``[N, M]``.
-        source: ``'row'`` (each modality's attention row), ``'col'`` (each
-            modality's column, renormalised over present rows: MEAformer's
-            received-attention scores), or ``'entity'`` (one DU per entity,
-            the mean of the row DUs).
+        attention (Tensor): ``[N, H, M, M]``, or head-averaged
+            ``[N, M, M]``.
+        mask (Tensor): ``[N, M]`` bool, True where a modality is present.
+        source (str): Which distribution :math:`DU_m` measures: ``'row'``
+            (the attention row of modality :math:`m`), ``'col'`` (its column,
+            renormalised over present rows: the attention :math:`m`
+            receives, MEAformer's scores), or ``'entity'`` (one DU per
+            entity, the mean of its row DUs). (default: ``'row'``)
 
     Returns:
         ``(du [N, M], u [N, M])``, detached (they measure, they are not
@@ -171,8 +235,21 @@ def relative_calibration(du: Tensor, mask: Tensor, mode: str = 'geo',
     * ``'pdf_remnant'``: :math:`RC_m = \min(1, DU_m / \sum_{j \in P,
       j \ne m} DU_j)`, the ratio to the remnant's total.
 
-    Both equal PDF's two-modality rule :math:`\min(1, DU_1/DU_2)` for
-    :math:`K = 2`. :math:`RC = 1` when :math:`K = 1`, 0 where missing.
+    Both equal the two-modality rule :math:`\min(1, DU_1/DU_2)` of
+    `"Predictive Dynamic Fusion" <https://arxiv.org/abs/2406.04802>`_
+    (ICML 2024) for :math:`K = 2`. :math:`RC = 1` when :math:`K = 1`, 0
+    where missing. When every present DU is equal (e.g. ``'entity'`` DUs),
+    ``'geo'`` gives :math:`RC = 1` and ``'pdf_remnant'``
+    :math:`RC = 1/(K-1)`, whatever the attention.
+
+    Args:
+        du (Tensor): ``[N, M]`` distribution uniformities
+            (:func:`distribution_uniformity`).
+        mask (Tensor): ``[N, M]`` bool, True where a modality is present.
+        mode (str): ``'geo'`` or ``'pdf_remnant'``, as above.
+            (default: ``'geo'``)
+        eps (float): Added to numerator and reference, so that all-zero DUs
+            give :math:`RC = 1`. (default: :obj:`1e-8`)
     """
     du = du.detach()  # RC is a constant to every loss
     m = mask.to(du.dtype)
@@ -189,32 +266,3 @@ def relative_calibration(du: Tensor, mask: Tensor, mode: str = 'geo',
     rc = torch.minimum(torch.ones_like(du), (du + eps) / (ref + eps))
     rc = torch.where(k > 1, rc, torch.ones_like(rc))
     return rc * m
-
-
-def tcp_target(source: Tensor, target: Tensor, tau: float = 0.1
-               ) -> Tuple[Tensor, Tensor]:
-    r"""True-class probability per modality, the target of the confidence.
-
-    :math:`p_m(e)` is the probability that modality :math:`m` alone gives to
-    the true counterpart of :math:`e` within the ICL candidate set (``B``
-    cross-KG plus ``B - 1`` same-KG candidates,
-    :func:`ricea_pyg.loss.in_batch_logits`).
-
-    Args:
-        source, target: ``[B, M, d]`` embeddings of ``B`` aligned pairs.
-
-    Returns:
-        ``(p_source [B, M], p_target [B, M])``, detached.
-    """
-    with torch.no_grad():
-        p_s, p_t = true_counterpart_probability(source.transpose(0, 1),
-                                                target.transpose(0, 1), tau)
-    return p_s.t(), p_t.t()
-
-
-def tcp_loss(confidence: Tensor, target: Tensor, valid: Tensor) -> Tensor:
-    r""":math:`\mathcal{L}_{tcp} = \frac{1}{|V|}\sum_{(e,m) \in V}
-    |c_m(e) - \mathrm{sg}(p_m(e))|`, over the valid (present) entries; 0 when
-    none is valid."""
-    diff = (confidence - target.detach()).abs() * valid
-    return diff.sum() / valid.sum().clamp_min(1)

@@ -1,5 +1,7 @@
-"""RICEA: relative interaction (RelativeInteraction) and attention-based
-dynamic calibration (ADCFusion)."""
+"""RICEA: relative interaction (:class:`RelativeInteraction`) and
+attention-based dynamic calibration (:class:`ADCFusion`), from `"Probing
+Relative Interaction and Dynamic Calibration in Multi-modal Entity Alignment"
+<https://aclanthology.org/2025.acl-long.1384/>`_ (ACL 2025)."""
 from __future__ import annotations
 
 import math
@@ -14,6 +16,8 @@ from ricea_pyg.nn.fusion.base import (
     FusionOutput,
     ModalityFusion,
     ModalityInput,
+    _check_choice,
+    options_repr,
     prepare_modalities,
 )
 from ricea_pyg.nn.fusion.transformer import CrossModalTransformer
@@ -21,13 +25,16 @@ from ricea_pyg.nn.fusion.transformer import CrossModalTransformer
 __all__ = ['ConfidenceMLP', 'InteractionOutput', 'RelativeInteraction',
            'ADCFusion']
 
-PAPER = 'https://aclanthology.org/2025.acl-long.1384/'
-
-
 class ConfidenceMLP(torch.nn.Module):
-    r"""The confidence network :math:`g: d \to 2d \to d \to 1`, one per
-    modality (or one shared), evaluated for all modalities in batched
-    matrix products.
+    r"""The confidence network :math:`g: d \to 2d \to d \to 1` of RICEA
+    (ReLU between layers), one per modality (or one shared), evaluated for
+    all modalities in batched matrix products.
+
+    Args:
+        channels (int): The input size :math:`d`.
+        num_modalities (int): The number of modalities :math:`M`.
+        shared (bool): If :obj:`True`, one network serves all modalities;
+            otherwise each has its own. (default: :obj:`False`)
 
     Shapes:
         - **input:** ``[N, M, d]``
@@ -56,6 +63,11 @@ class ConfidenceMLP(torch.nn.Module):
             torch.nn.init.uniform_(b, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
+        r"""Runs the forward pass of the module.
+
+        Args:
+            x (Tensor): ``[N, M, d]`` modality embeddings.
+        """
         h = x.transpose(0, 1)  # [M, N, d]
         last = len(self.weights) - 1
         M = h.size(0)
@@ -67,12 +79,11 @@ class ConfidenceMLP(torch.nn.Module):
         return h.squeeze(-1).t()
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}({self.channels}, '
-                f'num_modalities={self.num_modalities}, shared={self.shared})')
+        return options_repr(self, ('channels', 'num_modalities'))
 
 
 class InteractionOutput(NamedTuple):
-    """What :class:`RelativeInteraction` computes (method.md's Z, A, c, h, b),
+    """What :class:`RelativeInteraction` computes (:math:`Z, A, c, h, b`),
     plus the prepared input and mask that the calibration step reads."""
     z: Tensor           # [N, M, d]    transformer outputs
     attention: Tensor   # [N, H, M, M] last-layer attention
@@ -104,20 +115,25 @@ class RelativeInteraction(torch.nn.Module):
 
     where :math:`P` is the set of present modalities (:math:`K = |P|`,
     :math:`h = 1` if :math:`K = 1`) and :math:`\mathrm{sg}` the stop-gradient.
-    :math:`c` learns only from :func:`~ricea_pyg.nn.fusion.tcp_loss`.
+    :math:`c` learns only from :func:`~ricea_pyg.loss.tcp_loss`.
 
     Args:
-        num_modalities (int): :math:`M`.
-        channels (int): :math:`d`.
-        num_layers (int): Transformer layers. (default: :obj:`1`)
-        heads (int): Attention heads. (default: :obj:`1`)
-        ffn (bool): Feed-forward blocks. (default: :obj:`False`)
-        dropout (float): (default: :obj:`0.0`)
-        shared_confidence (bool): One confidence MLP for all modalities
-            instead of one each. (default: :obj:`False`)
-        detach_belief (bool): Stop the gradient in :math:`b`.
-            (default: :obj:`True`)
-        eps (float): :math:`\epsilon`. (default: :obj:`1e-6`)
+        num_modalities (int): The number of modalities :math:`M`.
+        channels (int): The size :math:`d` of every modality embedding.
+        num_layers (int): The number of layers of the
+            :class:`CrossModalTransformer`. (default: :obj:`1`)
+        heads (int): The number of attention heads :math:`H`.
+            (default: :obj:`1`)
+        ffn (bool): If :obj:`True`, each transformer layer has a
+            feed-forward block. (default: :obj:`False`)
+        dropout (float): Dropout in the transformer. (default: :obj:`0.0`)
+        shared_confidence (bool): If :obj:`True`, one
+            :class:`ConfidenceMLP` serves all modalities; otherwise each has
+            its own. (default: :obj:`False`)
+        detach_belief (bool): If :obj:`True`, :math:`\mathrm{sg}` stops the
+            gradient in :math:`b`. (default: :obj:`True`)
+        eps (float): The clamp margin :math:`\epsilon` of :math:`c` and
+            :math:`h`. (default: :obj:`1e-6`)
 
     Shapes:
         - **input:** list of ``M`` tensors ``[N, d]`` or ``[N, M, d]``;
@@ -133,6 +149,9 @@ class RelativeInteraction(torch.nn.Module):
                  detach_belief: bool = True, eps: float = 1e-6):
         super().__init__()
         self.num_modalities, self.channels = num_modalities, channels
+        self.num_layers, self.heads, self.ffn, self.dropout = (
+            num_layers, heads, ffn, dropout)
+        self.shared_confidence = shared_confidence
         self.detach_belief, self.eps = detach_belief, eps
         self.transformer = CrossModalTransformer(channels, num_layers, heads,
                                                  ffn, dropout=dropout)
@@ -146,6 +165,14 @@ class RelativeInteraction(torch.nn.Module):
 
     def forward(self, xs: ModalityInput, mask: Optional[Tensor] = None
                 ) -> InteractionOutput:
+        r"""Runs the forward pass of the module.
+
+        Args:
+            xs (Tensor or list of Tensor): ``[N, M, d]``, or a list of ``M``
+                tensors ``[N, d]``.
+            mask (Tensor, optional): ``[N, M]`` bool, True where a modality
+                is present. (default: :obj:`None`, all present)
+        """
         x, mask = prepare_modalities(xs, mask, self.num_modalities,
                                      name=self.__class__.__name__)
         z, attn = self.transformer(x, mask)
@@ -155,17 +182,14 @@ class RelativeInteraction(torch.nn.Module):
         return InteractionOutput(z, attn, c, h, b, x, mask)
 
     def __repr__(self) -> str:
-        t = self.transformer
-        return (f'{self.__class__.__name__}({self.num_modalities}, '
-                f'{self.channels}, num_layers={t.num_layers}, '
-                f'heads={t.heads})')
+        return options_repr(self, ('num_modalities', 'channels'))
 
 
 class ADCFusion(ModalityFusion):
     r"""The complete RICEA fusion: :class:`RelativeInteraction` followed by
     attention-based dynamic calibration (ADC), from `"Probing Relative
     Interaction and Dynamic Calibration in Multi-modal Entity Alignment"
-    <https://aclanthology.org/2025.acl-long.1384/>`_.
+    <https://aclanthology.org/2025.acl-long.1384/>`_ (ACL 2025).
 
     Attention is not used as the weight; it measures how *uncertain* each
     modality's weight is. With :math:`\bar A` the head-mean attention over
@@ -185,33 +209,56 @@ class ADCFusion(ModalityFusion):
         \textstyle\sum_m w_m \hat{\mathbf{x}}_m \ \text{(sum)}
 
     Missing modalities get :math:`w = 0` and :math:`u = 1`; :math:`u = 0`
-    when :math:`K = 1`. By default (as in PDF) the weights are constants to
-    the alignment loss.
+    when :math:`K = 1`. By default the weights are constants to the
+    alignment loss and :math:`c` learns from
+    :func:`~ricea_pyg.loss.tcp_loss` only, as in `"Predictive Dynamic
+    Fusion" <https://arxiv.org/abs/2406.04802>`_ (ICML 2024), whose
+    two-modality calibration rule :math:`RC` generalises.
+
+    .. note::
+        ``uncertainty='entity'`` is refused: one DU per entity gives all of
+        its modalities the same DU, so :math:`RC` cannot tell them apart
+        (:math:`RC = 1` with ``'geo'``, :math:`1/(K-1)` with
+        ``'pdf_remnant'``, whatever the attention). Calibrate with
+        ``'row'`` or ``'col'``; the entity-level uncertainty is
+        :func:`~ricea_pyg.nn.fusion.distribution_uniformity` with
+        ``source='entity'`` on ``forward_full(...).extras['attention']``.
 
     Args:
-        num_modalities (int): :math:`M`.
-        channels (int): :math:`d`.
-        uncertainty (str): DU source: ``'row'``, ``'col'`` (MEAformer's
-            received-attention columns) or ``'entity'`` (one DU per entity).
+        num_modalities (int): The number of modalities :math:`M`.
+        channels (int): The size :math:`d` of every modality embedding.
+        uncertainty (str): The attention distribution :math:`DU_m` measures:
+            ``'row'`` (the attention modality :math:`m` pays) or ``'col'``
+            (the attention it receives, MEAformer's scores).
             (default: ``'row'``)
-        calibration (str): ``'geo'`` or ``'pdf_remnant'`` (see
-            :func:`~ricea_pyg.nn.fusion.relative_calibration`).
+        calibration (str): ``'geo'`` (the geometric mean :math:`G_{-m}`
+            above) or ``'pdf_remnant'`` (the sum of the other DUs), see
+            :func:`~ricea_pyg.nn.fusion.relative_calibration`.
             (default: ``'geo'``)
-        calibrate_in_train (bool): Apply RC in training too; if
-            :obj:`False`, only in eval mode (as PDF). (default: :obj:`True`)
-        temperature (float): :math:`T`. (default: :obj:`1.0`)
-        mode (str): ``'concat'`` or ``'sum'``. (default: ``'concat'``)
-        weights_grad (bool): Let the alignment loss's gradient through the
-            weights (ablation). (default: :obj:`False`)
-        detach_belief (bool, optional): Stop-gradient inside :math:`b`
-            (default: ``not weights_grad``).
-        shared_confidence (bool): One confidence MLP for all modalities.
-            (default: :obj:`False`)
-        num_layers (int): (default: :obj:`1`)
-        heads (int): (default: :obj:`1`)
-        ffn (bool): (default: :obj:`False`)
-        dropout (float): (default: :obj:`0.0`)
-        eps (float): (default: :obj:`1e-6`)
+        calibrate_in_train (bool): If :obj:`False`, :math:`RC` is applied in
+            eval mode only, as in Predictive Dynamic Fusion.
+            (default: :obj:`True`)
+        temperature (float): The softmax temperature :math:`T`; larger is
+            flatter. (default: :obj:`1.0`)
+        mode (str): ``'concat'`` to concatenate the weighted modalities or
+            ``'sum'`` to add them. (default: ``'concat'``)
+        weights_grad (bool): If :obj:`True`, the alignment loss's gradient
+            flows through the weights (an ablation). (default: :obj:`False`)
+        detach_belief (bool, optional): If :obj:`True`, stop the gradient
+            inside :math:`b`. (default: :obj:`None`, meaning
+            ``not weights_grad``)
+        shared_confidence (bool): If :obj:`True`, one
+            :class:`ConfidenceMLP` serves all modalities; otherwise each has
+            its own. (default: :obj:`False`)
+        num_layers (int): The number of transformer layers.
+            (default: :obj:`1`)
+        heads (int): The number of attention heads :math:`H`.
+            (default: :obj:`1`)
+        ffn (bool): If :obj:`True`, each transformer layer has a
+            feed-forward block. (default: :obj:`False`)
+        dropout (float): Dropout in the transformer. (default: :obj:`0.0`)
+        eps (float): The clamp margin :math:`\epsilon` of :math:`c` and
+            :math:`h`. (default: :obj:`1e-6`)
 
     Shapes:
         - **input:** list of ``M`` tensors ``[N, d]`` or ``[N, M, d]``;
@@ -220,6 +267,7 @@ class ADCFusion(ModalityFusion):
           ``return_weights=True`` also ``(weights [N, M], uncertainty
           [N, M])``
     """
+    aliases = ('adc', 'ricea')
 
     def __init__(self, num_modalities: int, channels: int,
                  uncertainty: str = 'row', calibration: str = 'geo',
@@ -230,31 +278,47 @@ class ADCFusion(ModalityFusion):
                  heads: int = 1, ffn: bool = False, dropout: float = 0.0,
                  eps: float = 1e-6):
         super().__init__(num_modalities, channels)
-        for name, value, choices in (
-                ('uncertainty', uncertainty, ('row', 'col', 'entity')),
-                ('calibration', calibration, ('geo', 'pdf_remnant')),
-                ('mode', mode, ('concat', 'sum'))):
-            if value not in choices:
-                raise ValueError(f'{name} must be one of {choices} (got '
-                                 f'{value!r})')
+        if uncertainty == 'entity':
+            raise ValueError(
+                f"uncertainty='entity' gives every modality of an entity the "
+                f'same DU, so calibration={calibration!r} cannot tell them '
+                f"apart (RC = 1 with 'geo', 1/(K-1) with 'pdf_remnant', "
+                f"whatever the attention); use uncertainty='row' (the "
+                f"default) or 'col', and read the entity-level uncertainty "
+                f"with distribution_uniformity(attention, mask, "
+                f"source='entity')")
+        _check_choice('uncertainty', uncertainty, ('row', 'col'))
+        _check_choice('calibration', calibration, ('geo', 'pdf_remnant'))
+        _check_choice('mode', mode, ('concat', 'sum'))
         if temperature <= 0:
-            raise ValueError('temperature must be positive')
+            raise ValueError(f'temperature must be positive (got '
+                             f'{temperature})')
         self.uncertainty, self.calibration = uncertainty, calibration
         self.calibrate_in_train, self.temperature = (calibrate_in_train,
                                                      temperature)
         self.mode, self.weights_grad = mode, weights_grad
-        if detach_belief is None:
-            detach_belief = not weights_grad
+        self.detach_belief, self.shared_confidence = (detach_belief,
+                                                      shared_confidence)
+        self.num_layers, self.heads, self.ffn, self.dropout = (
+            num_layers, heads, ffn, dropout)
+        self.eps = eps
         self.interaction = RelativeInteraction(
             num_modalities, channels, num_layers, heads, ffn, dropout,
-            shared_confidence, detach_belief, eps)
+            shared_confidence,
+            not weights_grad if detach_belief is None else detach_belief,
+            eps)
         self.reset_parameters()
 
     def reset_parameters(self):
+        r"""Resets all learnable parameters of the module."""
         self.interaction.reset_parameters()
 
     def calibrate(self, out: InteractionOutput) -> FusionOutput:
-        """The ADC step alone, on a :class:`RelativeInteraction` output."""
+        """The ADC step alone, on a :class:`RelativeInteraction` output.
+
+        Args:
+            out (InteractionOutput): The interaction step's output.
+        """
         mask = out.mask
         du, u = RF.distribution_uniformity(out.attention, mask,
                                            self.uncertainty)
@@ -274,7 +338,3 @@ class ADCFusion(ModalityFusion):
 
     def fuse(self, x: Tensor, mask: Tensor) -> FusionOutput:
         return self.calibrate(self.interaction(x, mask))
-
-    def _extra_repr(self) -> str:
-        return (f', {self.channels}, uncertainty={self.uncertainty}, '
-                f'calibration={self.calibration}, mode={self.mode}')

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import LayerNorm, Linear
 
+from ricea_pyg.nn.fusion.base import options_repr
 from ricea_pyg.nn.fusion.functional import masked_softmax
 
 __all__ = ['CrossModalTransformer']
@@ -53,16 +54,37 @@ class _Layer(torch.nn.Module):
 
 class CrossModalTransformer(torch.nn.Module):
     r"""Post-LN transformer layers attending over the :math:`M` modality
-    tokens of every entity, with a key-padding mask for missing modalities.
+    tokens of every entity, with a key-padding mask for missing modalities,
+    as in `"MEAformer: Multi-modal Entity Alignment Transformer for Meta
+    Modality Hybrid" <https://arxiv.org/abs/2212.14454>`_ and RICEA
+    (`"Probing Relative Interaction and Dynamic Calibration in Multi-modal
+    Entity Alignment" <https://aclanthology.org/2025.acl-long.1384/>`_):
+
+    .. math::
+        \mathbf{A}^{(h)} &= \operatorname{softmax}_{j \in P}\Big(
+        \frac{\mathbf{Q}^{(h)} \mathbf{K}^{(h)\top}}{\sqrt{d / H}}\Big),
+        \qquad \mathbf{X}' = \mathrm{LN}\big(\mathbf{X} +
+        [\mathbf{A}^{(1)} \mathbf{V}^{(1)}; \dots] \mathbf{W}_O\big)
+
+        \mathbf{Z} &= \mathrm{LN}\big(\mathbf{X}' +
+        \mathrm{FFN}(\mathbf{X}')\big) \quad \text{(with a feed-forward
+        block, else } \mathbf{Z} = \mathbf{X}'\text{)}
+
+    with :math:`P` the present modalities of the entity. Each layer is
+    :class:`torch.nn.MultiheadAttention` (fused input projection) followed
+    by :class:`torch.nn.LayerNorm`, tested equal to it.
 
     Args:
-        channels (int): Token size :math:`d`.
-        num_layers (int): (default: :obj:`1`)
-        heads (int): (default: :obj:`1`)
-        ffn (bool): Add a feed-forward block per layer. (default:
-            :obj:`False`)
-        ffn_channels (int, optional): Its hidden size (default: :math:`2d`).
-        dropout (float): (default: :obj:`0.0`)
+        channels (int): The token size :math:`d`.
+        num_layers (int): The number of layers. (default: :obj:`1`)
+        heads (int): The number of attention heads :math:`H`; must divide
+            :obj:`channels`. (default: :obj:`1`)
+        ffn (bool): If :obj:`True`, each layer has a feed-forward block
+            (Linear, GELU, Linear). (default: :obj:`False`)
+        ffn_channels (int, optional): The hidden size of the feed-forward
+            block. (default: :obj:`None`, meaning :math:`2d`)
+        dropout (float): Dropout on the attention and the residual branches.
+            (default: :obj:`0.0`)
 
     Shapes:
         - **input:** ``x [N, M, d]``, ``mask [N, M]``
@@ -71,13 +93,14 @@ class CrossModalTransformer(torch.nn.Module):
     """
 
     def __init__(self, channels: int, num_layers: int = 1, heads: int = 1,
-                 ffn: bool = False, ffn_channels: int = None,
+                 ffn: bool = False, ffn_channels: Optional[int] = None,
                  dropout: float = 0.0):
         super().__init__()
         if channels % heads != 0:
             raise ValueError(f'channels ({channels}) must be divisible by '
                              f'heads ({heads})')
         self.channels, self.num_layers, self.heads = channels, num_layers, heads
+        self.ffn, self.ffn_channels, self.dropout = ffn, ffn_channels, dropout
         self.layers = torch.nn.ModuleList([
             _Layer(channels, heads, ffn, ffn_channels or 2 * channels,
                    dropout) for _ in range(num_layers)])
@@ -88,11 +111,17 @@ class CrossModalTransformer(torch.nn.Module):
             layer.reset_parameters()
 
     def forward(self, x: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""Runs the forward pass of the module.
+
+        Args:
+            x (Tensor): ``[N, M, d]`` modality tokens.
+            mask (Tensor): ``[N, M]`` bool, True where a modality is
+                present.
+        """
         attn = None
         for layer in self.layers:
             x, attn = layer(x, mask)
         return x * mask.unsqueeze(-1).to(x.dtype), attn
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}({self.channels}, '
-                f'num_layers={self.num_layers}, heads={self.heads})')
+        return options_repr(self, ('channels', ))

@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from ricea_pyg.loss import in_batch_logits
 from ricea_pyg.nn.fusion import functional as RF
 
 
@@ -124,23 +123,37 @@ def test_weighted_fusion_modes():
         RF.weighted_fusion(x, w, 'max')
 
 
-def test_tcp_target_and_loss_hand_checked():
-    # B = 2 pairs, M = 1 modality, tau = 1.
-    s = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
-    t = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]])
-    p_s, p_t = RF.tcp_target(s, t, tau=1.0)
-    e = math.e
-    # source 0: cross [1, 1], same-KG [masked, 0] -> p = e / (2e + 1)
-    # source 1: cross [0, 0], same-KG [0, masked] -> p = 1 / 3
-    assert torch.allclose(p_s[:, 0], torch.tensor([e / (2 * e + 1), 1 / 3]))
-    # target 0: cross [1, 0], same-KG [masked, 1] -> e / (2e + 1)
-    assert torch.allclose(p_t[0, 0], torch.tensor(e / (2 * e + 1)))
-    logits = in_batch_logits(s[:, 0], t[:, 0], 1.0)
-    assert logits.shape == (2, 4) and logits[0, 2] == float('-inf')
-    c = torch.tensor([[0.5], [0.5]], requires_grad=True)
-    valid = torch.tensor([[True], [False]])
-    loss = RF.tcp_loss(c, p_s, valid)
-    assert torch.allclose(loss, (0.5 - p_s[0, 0]).abs())
-    loss.backward()
-    assert c.grad[1, 0] == 0
-    assert RF.tcp_loss(c, p_s, torch.zeros_like(valid)) == 0
+def test_distribution_uniformity_col_hand_computed():
+    # Three of four modalities present; two heads whose mean is
+    #   row 0: [.6, .2, .2]   row 1: [.6, .4, 0]   row 2: [.8, .2, 0].
+    # The missing row 3 holds junk that must not enter the column sums.
+    mean = torch.tensor([[.6, .2, .2, 0.], [.6, .4, 0., 0.],
+                         [.8, .2, 0., 0.], [.1, .1, .1, .7]])
+    shift = torch.tensor([[.2, -.2, 0., 0.], [-.2, .2, 0., 0.],
+                          [.1, -.1, 0., 0.], [0., 0., 0., 0.]])
+    A = torch.stack([mean + shift, mean - shift]).unsqueeze(0)
+    mask = torch.tensor([[True, True, True, False]])
+    du, u = RF.distribution_uniformity(A, mask, 'col')
+    # Columns over present rows: [.6, .6, .8] / 2 = [.3, .3, .4],
+    # [.2, .4, .2] / .8 = [.25, .5, .25], [.2, 0, 0] / .2 = [1, 0, 0];
+    # DU = sum |a - 1/3| / 3 = [2/45, 1/9, 4/9]; DU_max = 4/9.
+    assert torch.allclose(du, torch.tensor([[2 / 45, 1 / 9, 4 / 9, 0.0]]))
+    assert torch.allclose(u, torch.tensor([[0.9, 0.75, 0.0, 1.0]]))
+    # The rows of the same attention give other values: the switch matters.
+    du_row, u_row = RF.distribution_uniformity(A, mask, 'row')
+    assert torch.allclose(du_row, torch.tensor([[8 / 45, 2 / 9, 14 / 45,
+                                                 0.0]]))
+    assert torch.allclose(u_row, torch.tensor([[0.6, 0.5, 0.3, 1.0]]))
+
+
+def test_entity_uncertainty_gives_no_relative_calibration():
+    # Why ADCFusion refuses uncertainty='entity': equal DUs make RC blind
+    # to the attention (1 with 'geo', 1 / (K - 1) with 'pdf_remnant').
+    A = torch.rand(4, 2, 3, 3, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    du, _ = RF.distribution_uniformity(A.softmax(-1), mask, 'entity')
+    assert torch.allclose(du, du[:, :1].expand(4, 3))
+    assert torch.allclose(RF.relative_calibration(du, mask, 'geo'),
+                          torch.ones(4, 3))
+    assert torch.allclose(RF.relative_calibration(du, mask, 'pdf_remnant'),
+                          torch.full((4, 3), 0.5))

@@ -1,11 +1,16 @@
 """Contract tests every registered fusion must pass, plus one specific test
 per fusion (the meta-test checks that both exist)."""
+import gc
 import inspect
+import math
+import typing
+from typing import Literal, Optional, Tuple
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import Tensor
 
 import ricea_pyg.nn.fusion as fusion_pkg
 from ricea_pyg.nn import (
@@ -18,22 +23,35 @@ from ricea_pyg.nn import (
     RelativeInteraction,
     fusion_resolver,
 )
+from ricea_pyg.nn.fusion import (
+    DEFAULT_FUSION,
+    ConfidenceMLP,
+    CrossModalTransformer,
+    InteractionOutput,
+    fusion_classes,
+)
+from ricea_pyg.nn.fusion import base as base_module
+from ricea_pyg.nn.fusion import functional as RF
 
 M, C, N = 4, 8, 6
 
 # Constructor and expected repr for each registered fusion.
 CASES = {
     ConcatFusion: (dict(num_modalities=M), 'ConcatFusion(4)'),
-    GlobalWeightFusion: (dict(num_modalities=M),
-                         'GlobalWeightFusion(4, mode=concat)'),
+    GlobalWeightFusion: (dict(num_modalities=M), 'GlobalWeightFusion(4)'),
     MEAformerFusion: (dict(num_modalities=M, channels=C),
-                      'MEAformerFusion(4, 8, num_layers=1, heads=1, '
-                      'mode=concat)'),
-    ADCFusion: (dict(num_modalities=M, channels=C),
-                'ADCFusion(4, 8, uncertainty=row, calibration=geo, '
-                'mode=concat)'),
+                      'MEAformerFusion(4, 8)'),
+    ADCFusion: (dict(num_modalities=M, channels=C), 'ADCFusion(4, 8)'),
 }
 ALL = list(CASES)
+
+# A value other than the default for every constructor option of the
+# fusions and their parts (a new option must be added here).
+NON_DEFAULT = dict(mode='sum', uncertainty='col', calibration='pdf_remnant',
+                   calibrate_in_train=False, temperature=4,
+                   weights_grad=True, detach_belief=False,
+                   shared_confidence=True, num_layers=2, heads=2, ffn=True,
+                   dropout=0.1, eps=1e-4, ffn_channels=5, shared=True)
 
 
 def make(cls, **extra):
@@ -58,7 +76,9 @@ def test_every_fusion_has_a_test_case():
                                                        inspect.isclass)
                   if issubclass(obj, ModalityFusion) and obj is not
                   ModalityFusion}
-    missing = (registered | subclasses) - set(CASES)
+    own = {cls for cls in fusion_classes()
+           if cls.__module__.startswith('ricea_pyg.')}
+    missing = (registered | subclasses | own) - set(CASES)
     assert not missing, f'fusions without a test case: {missing}'
     names = {n for n, _ in inspect.getmembers(
         inspect.getmodule(test_every_fusion_has_a_test_case),
@@ -72,19 +92,124 @@ def test_repr(cls):
     assert repr(make(cls)) == CASES[cls][1]
 
 
+def _options(cls):
+    return [name for name, p in inspect.signature(cls).parameters.items()
+            if p.default is not p.empty and name != 'channels']
+
+
+@pytest.mark.parametrize('cls', ALL)
+def test_repr_shows_every_option_that_differs_from_its_default(cls):
+    kwargs, default = CASES[cls]
+    for name in _options(cls):
+        assert name in NON_DEFAULT, f'add a non-default {name!r} here'
+        value = NON_DEFAULT[name]
+        f = make(cls, **{name: value})
+        assert repr(f) == f'{default[:-1]}, {name}={value!r})', name
+    # Options passed at their default value are not shown.
+    defaults = {name: inspect.signature(cls).parameters[name].default
+                for name in _options(cls)}
+    assert repr(make(cls, **defaults)) == default
+
+
+def test_adc_repr_shows_temperature_and_several_options():
+    assert repr(make(ADCFusion, temperature=4)) == (
+        'ADCFusion(4, 8, temperature=4)')
+    assert repr(make(ADCFusion, temperature=1)) == 'ADCFusion(4, 8)'
+    f = make(ADCFusion, heads=2, uncertainty='col', mode='sum')
+    assert repr(f) == "ADCFusion(4, 8, uncertainty='col', mode='sum', heads=2)"
+
+
+@pytest.mark.parametrize('module, positional', [
+    (RelativeInteraction(M, C), 'RelativeInteraction(4, 8'),
+    (CrossModalTransformer(C), 'CrossModalTransformer(8'),
+    (ConfidenceMLP(C, M), 'ConfidenceMLP(8, 4'),
+])
+def test_parts_repr_shows_every_option_that_differs(module, positional):
+    cls = type(module)
+    assert repr(module) == positional + ')'
+    args = [p for p in inspect.signature(cls).parameters.values()
+            if p.default is p.empty]
+    for name, p in inspect.signature(cls).parameters.items():
+        if p.default is p.empty:
+            continue
+        value = NON_DEFAULT[name]
+        part = cls(*[{'channels': C, 'num_modalities': M}[a.name]
+                     for a in args], **{name: value})
+        assert repr(part) == f'{positional}, {name}={value!r})'
+
+
+def test_forward_overloads_type_return_weights():
+    hints = [typing.get_type_hints(f, vars(base_module))
+             for f in typing.get_overloads(ModalityFusion.forward)]
+    returns = {h['return_weights']: h['return'] for h in hints}
+    weights = Tuple[Tensor, Tuple[Tensor, Optional[Tensor]]]
+    assert returns[Literal[False]] is Tensor
+    assert returns[Literal[True]] == weights
+    assert returns[bool] == typing.Union[Tensor, weights]
+    # Every fusion inherits them: none overrides forward.
+    assert all(cls.forward is ModalityFusion.forward for cls in ALL)
+
+
 @pytest.mark.parametrize('cls', ALL)
 def test_resolver(cls):
     name = next(k for k, v in FUSIONS.items() if v is cls)
     kwargs, _ = CASES[cls]
     assert isinstance(fusion_resolver(name, **kwargs), cls)
     assert isinstance(fusion_resolver(cls.__name__, **kwargs), cls)
+    assert isinstance(fusion_resolver(cls, **kwargs), cls)
+    for alias in cls.aliases:
+        assert type(fusion_resolver(alias.upper(), **kwargs)) is cls
     inst = make(cls)
     assert fusion_resolver(inst) is inst
 
 
+def test_resolver_names_defaults_and_arguments():
+    assert sorted(FUSIONS) == ['adc', 'concat', 'global', 'meaformer']
+    assert type(fusion_resolver('ricea', M, C)) is ADCFusion
+    assert type(fusion_resolver('EVA', M)) is GlobalWeightFusion
+    assert type(fusion_resolver('global_weight', M)) is GlobalWeightFusion
+    assert type(fusion_resolver('MEAformer-Fusion', M, C)) is MEAformerFusion
+    assert DEFAULT_FUSION == 'adc'
+    f = fusion_resolver(None, num_modalities=M, channels=C, temperature=2.0)
+    assert type(f) is ADCFusion and f.temperature == 2.0
+    # Errors of the constructor reach the caller unchanged.
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fusion_resolver('global', M, mode='max')
+
+
 def test_resolver_unknown():
-    with pytest.raises(ValueError, match='could not resolve'):
+    with pytest.raises(ValueError, match="could not resolve fusion 'nope'.*"
+                       "'adc', 'concat', 'global', 'meaformer'"):
         fusion_resolver('nope', 2)
+    with pytest.raises(ValueError, match='could not resolve'):
+        fusion_resolver(torch.nn.Linear, 2)
+
+
+def test_resolver_finds_new_subclasses_by_itself():
+    class TinyFusion(ConcatFusion):
+        aliases = ('tiny', )
+
+    class OtherTinyFusion(ConcatFusion):
+        aliases = ('tiny', )
+
+    class PlainFusion(ConcatFusion):  # no aliases of its own
+        pass
+
+    try:
+        assert TinyFusion in fusion_classes()
+        assert type(fusion_resolver('TinyFusion', M)) is TinyFusion
+        assert type(fusion_resolver('other_tiny', M)) is OtherTinyFusion
+        with pytest.raises(ValueError, match="'tiny' is ambiguous"):
+            fusion_resolver('tiny', M)
+        # Aliases are not inherited: 'concat' still means ConcatFusion.
+        assert type(fusion_resolver('concat', M)) is ConcatFusion
+        assert type(fusion_resolver('plain', M)) is PlainFusion
+        assert TinyFusion not in FUSIONS.values()
+    finally:
+        del TinyFusion, OtherTinyFusion, PlainFusion
+        gc.collect()
+    assert all(c.__name__ not in ('TinyFusion', 'PlainFusion')
+               for c in fusion_classes())
 
 
 @pytest.mark.parametrize('cls', ALL)
@@ -302,23 +427,285 @@ def test_adc_calibration_only_in_eval():
     assert not torch.equal(evaluation.extras['rc'], mask.float())
 
 
-@pytest.mark.parametrize('uncertainty', ['row', 'col', 'entity'])
+# -- ADCFusion: each switch, with values ------------------------------------
+
+# One entity, three of four modalities present (from
+# test_distribution_uniformity_col_hand_computed): the mean attention rows are
+# [.6, .2, .2], [.6, .4, 0], [.8, .2, 0], so DU_row = [8/45, 2/9, 14/45] and
+# DU_col = [2/45, 1/9, 4/9].
+HAND_ATTENTION = torch.tensor([[[[.6, .2, .2, 0.], [.6, .4, 0., 0.],
+                                 [.8, .2, 0., 0.], [.1, .1, .1, .7]]]])
+HAND_MASK = torch.tensor([[True, True, True, False]])
+HAND_DU = {'row': [8 / 45, 2 / 9, 14 / 45], 'col': [2 / 45, 1 / 9, 4 / 9]}
+HAND_BELIEF = [1.2, 1.0, 0.8]
+
+
+def interaction_output(attention, mask, confidence=None, holo=None,
+                       belief=None, seed=0):
+    """A hand-made RelativeInteraction output for ADCFusion.calibrate."""
+    n, m = mask.shape
+    x = torch.randn(n, m, C, generator=torch.Generator().manual_seed(seed))
+    x = x * mask.unsqueeze(-1)
+    if confidence is None:
+        confidence = torch.full((n, m), 0.5) * mask
+    if holo is None:
+        holo = RF.holo_confidence(confidence, mask)
+    if belief is None:
+        belief = RF.co_belief(confidence, holo)
+    return InteractionOutput(x, attention, confidence, holo, belief, x, mask)
+
+
+def reference_weights(du, belief, calibration, temperature):
+    """The ADC weights for one entity with every listed modality present,
+    in plain Python: RC then softmax(b * RC / T)."""
+    k = len(du)
+    rc = []
+    for m in range(k):
+        others = [d for j, d in enumerate(du) if j != m]
+        if calibration == 'geo':
+            ref = math.prod(others) ** (1 / (k - 1))
+        else:
+            ref = sum(others)
+        rc.append(min(1.0, du[m] / ref))
+    logits = [b * r / temperature for b, r in zip(belief, rc)]
+    z = sum(math.exp(v) for v in logits)
+    return [math.exp(v) / z for v in logits], rc
+
+
+@pytest.mark.parametrize('uncertainty', ['row', 'col'])
 @pytest.mark.parametrize('calibration', ['geo', 'pdf_remnant'])
-def test_adc_switches(uncertainty, calibration):
-    x, mask = inputs()
+@pytest.mark.parametrize('temperature', [1.0, 0.5, 4.0])
+def test_adc_switches_hand_computed(uncertainty, calibration, temperature):
     f = make(ADCFusion, uncertainty=uncertainty, calibration=calibration,
-             temperature=0.5, heads=2, num_layers=2, ffn=True,
-             shared_confidence=True, dropout=0.1)
-    out, (w, u) = f(x, mask=mask, return_weights=True)
-    assert torch.isfinite(out).all() and (w[~mask] == 0).all()
-    with pytest.raises(ValueError):
+             temperature=temperature).eval()
+    belief = torch.tensor([HAND_BELIEF + [0.0]])
+    out = f.calibrate(interaction_output(HAND_ATTENTION, HAND_MASK,
+                                         belief=belief))
+    du = HAND_DU[uncertainty]
+    w, rc = reference_weights(du, HAND_BELIEF, calibration, temperature)
+    assert torch.allclose(out.extras['du'], torch.tensor([du + [0.0]]))
+    assert torch.allclose(out.extras['rc'], torch.tensor([rc + [0.0]]),
+                          atol=1e-6)
+    assert torch.allclose(out.weights, torch.tensor([w + [0.0]]), atol=1e-6)
+    du_max = 4 / 9
+    assert torch.allclose(out.uncertainty, torch.tensor(
+        [[1 - d / du_max for d in du] + [1.0]]))
+
+
+def test_adc_each_switch_changes_the_weights():
+    io = interaction_output(HAND_ATTENTION, HAND_MASK,
+                            belief=torch.tensor([HAND_BELIEF + [0.0]]))
+    weights = {}
+    for key in [('row', 'geo', 1.0), ('col', 'geo', 1.0),
+                ('row', 'pdf_remnant', 1.0), ('row', 'geo', 4.0)]:
+        f = make(ADCFusion, uncertainty=key[0], calibration=key[1],
+                 temperature=key[2]).eval()
+        weights[key] = f.calibrate(io).weights
+    keys = list(weights)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            assert not torch.allclose(weights[a], weights[b], atol=1e-4), (
+                a, b)
+    # A higher temperature flattens the weights.
+    entropy = {k: -(w[w > 0] * w[w > 0].log()).sum()
+               for k, w in weights.items()}
+    assert entropy[('row', 'geo', 4.0)] > entropy[('row', 'geo', 1.0)]
+
+
+def test_adc_sum_mode_is_the_weighted_sum_of_normalised_inputs():
+    x, mask = inputs()
+    f = make(ADCFusion, mode='sum')
+    out = f.forward_full(x, mask)
+    expected = (torch.nn.functional.normalize(x, dim=-1)
+                * out.weights.unsqueeze(-1)).sum(1)
+    assert out.fused.shape == (N, C)
+    assert torch.allclose(out.fused, expected, atol=1e-6)
+    concat = make(ADCFusion).forward_full(x, mask)
+    assert torch.allclose(concat.fused.view(N, M, C).sum(1), expected,
+                          atol=1e-6)
+
+
+def test_adc_transformer_switches():
+    x, mask = inputs()
+    out = make(ADCFusion, heads=2).forward_full(x, mask)
+    assert out.extras['attention'].shape == (N, 2, M, M)
+    # num_layers: the attention returned is the last layer's.
+    f = make(ADCFusion, num_layers=2)
+    layers = f.interaction.transformer.layers
+    assert len(layers) == 2
+    x_in = x * mask.unsqueeze(-1)
+    z1, a1 = layers[0](x_in, mask)
+    _, a2 = layers[1](z1, mask)
+    out = f.forward_full(x, mask)
+    assert torch.allclose(out.extras['attention'], a2)
+    assert not torch.allclose(a1, a2)
+    # ffn: a feed-forward block per layer (its values: the reference test).
+    assert all(layer.ffn is not None for layer in
+               make(ADCFusion, ffn=True).interaction.transformer.layers)
+    assert make(ADCFusion).interaction.transformer.layers[0].ffn is None
+    # dropout: random in training, off in evaluation.
+    f = make(ADCFusion, dropout=0.5)
+    torch.manual_seed(1)
+    a, b = f.forward_full(x, mask), f.forward_full(x, mask)
+    assert not torch.allclose(a.extras['z'], b.extras['z'])
+    f.eval()
+    a, b = f.forward_full(x, mask), f.forward_full(x, mask)
+    assert torch.equal(a.extras['z'], b.extras['z'])
+
+
+def test_adc_confidence_switches():
+    x = torch.randn(N, 1, C).expand(N, M, C)  # the same vector everywhere
+    mask = torch.ones(N, M, dtype=torch.bool)
+    shared = make(ADCFusion, shared_confidence=True).forward_full(x, mask)
+    c = shared.extras['confidence']
+    assert torch.allclose(c, c[:, :1].expand(N, M))
+    c = make(ADCFusion).forward_full(x, mask).extras['confidence']
+    assert not torch.allclose(c, c[:, :1].expand(N, M))
+    # eps: the clamp margin of c.
+    f = make(ADCFusion, eps=1e-2)
+    with torch.no_grad():
+        f.interaction.confidence.biases[-1].fill_(100.0)
+    c = f.forward_full(x, mask).extras['confidence']
+    assert torch.allclose(c, torch.full((N, M), 0.99))
+    # detach_belief=False: b carries the gradient of c and h.
+    out = make(ADCFusion, detach_belief=False).forward_full(x, mask)
+    assert out.extras['belief'].requires_grad
+    assert not make(ADCFusion).forward_full(x, mask).extras[
+        'belief'].requires_grad
+
+
+def test_adc_entity_uncertainty_is_refused_with_the_alternative():
+    for calibration in ('geo', 'pdf_remnant'):
+        with pytest.raises(ValueError, match=(
+                r"uncertainty='entity'.*RC = 1 with 'geo'.*"
+                r"use uncertainty='row'.*source='entity'")):
+            make(ADCFusion, uncertainty='entity', calibration=calibration)
+    with pytest.raises(ValueError, match=r"uncertainty must be one of "
+                       r"\('row', 'col'\) \(got 'bad'\)"):
         make(ADCFusion, uncertainty='bad')
+    with pytest.raises(ValueError, match='calibration must be one of'):
+        make(ADCFusion, calibration='bad')
+    with pytest.raises(ValueError, match='temperature must be positive'):
+        make(ADCFusion, temperature=0)
+
+
+# -- ADCFusion: the direction of each input ----------------------------------
+
+BASE_ATTENTION = torch.tensor([[[[.4, .3, .3], [.1, .8, .1],
+                                 [.2, .2, .6]]]])
+
+
+@pytest.mark.parametrize('uncertainty', ['row', 'col'])
+def test_higher_mono_confidence_raises_the_weight(uncertainty):
+    f = make(ADCFusion, uncertainty=uncertainty).eval()
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    low = interaction_output(BASE_ATTENTION, mask,
+                             torch.tensor([[0.5, 0.5, 0.5]]))
+    high = interaction_output(BASE_ATTENTION, mask,
+                              torch.tensor([[0.8, 0.5, 0.5]]))
+    assert high.holo[0, 0] > low.holo[0, 0]  # c_0 up moves h_0 up as well
+    a, b = f.calibrate(low), f.calibrate(high)
+    assert b.weights[0, 0] > a.weights[0, 0]
+    assert (b.weights[0, 1:] < a.weights[0, 1:]).all()
+    assert torch.equal(a.uncertainty, b.uncertainty)  # u reads attention
+
+
+def test_higher_holo_confidence_raises_the_weight():
+    f = make(ADCFusion).eval()
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    c = torch.tensor([[0.5, 0.5, 0.5]])
+    even = interaction_output(BASE_ATTENTION, mask, c,
+                              holo=torch.tensor([[2 / 3, 2 / 3, 2 / 3]]))
+    strong = interaction_output(BASE_ATTENTION, mask, c,
+                                holo=torch.tensor([[0.9, 0.55, 0.55]]))
+    a, b = f.calibrate(even), f.calibrate(strong)
+    assert b.weights[0, 0] > a.weights[0, 0]
+    assert torch.equal(a.uncertainty, b.uncertainty)
+
+
+@pytest.mark.parametrize('uncertainty', ['row', 'col'])
+@pytest.mark.parametrize('calibration', ['geo', 'pdf_remnant'])
+def test_sharper_attention_lowers_uncertainty_and_raises_weight(
+        uncertainty, calibration):
+    f = make(ADCFusion, uncertainty=uncertainty,
+             calibration=calibration).eval()
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    sharp = BASE_ATTENTION.clone()
+    sharp[0, 0, 0] = torch.tensor([.8, .1, .1])  # row 0: peaked
+    outs = []
+    for attention in (BASE_ATTENTION, sharp):
+        if uncertainty == 'col':  # column m of A^T is row m of A
+            attention = attention.transpose(-1, -2)
+        outs.append(f.calibrate(interaction_output(attention, mask)))
+    a, b = outs
+    assert b.extras['du'][0, 0] > a.extras['du'][0, 0]
+    assert b.uncertainty[0, 0] < a.uncertainty[0, 0]
+    assert b.extras['rc'][0, 0] > a.extras['rc'][0, 0]
+    assert b.weights[0, 0] > a.weights[0, 0]
+
+
+def test_confidence_network_output_moves_the_fused_weights():
+    """Through the whole module: raising modality 0's confidence logit
+    raises its weight wherever it competes with another modality, and leaves
+    the uncertainty alone."""
+    x, mask = inputs(n=20)
+    f = make(ADCFusion).eval()
+    a = f.forward_full(x, mask)
+    with torch.no_grad():
+        f.interaction.confidence.biases[-1][0] += 2.0
+    b = f.forward_full(x, mask)
+    assert (b.extras['confidence'][:, 0] >= a.extras['confidence'][:, 0]
+            ).all()
+    competing = mask[:, 0] & (mask.sum(-1) > 1)
+    assert competing.sum() >= 5
+    assert (b.weights[competing, 0] > a.weights[competing, 0]).all()
+    assert torch.equal(a.uncertainty, b.uncertainty)
+
+
+# -- CrossModalTransformer against torch.nn.MultiheadAttention --------------
+
+@pytest.mark.parametrize('heads', [1, 2])
+@pytest.mark.parametrize('ffn', [False, True])
+def test_cross_modal_transformer_matches_torch_multihead_attention(heads,
+                                                                   ffn):
+    torch.manual_seed(0)
+    t = CrossModalTransformer(C, heads=heads, ffn=ffn).eval()
+    layer = t.layers[0]
+    ref = torch.nn.TransformerEncoderLayer(
+        C, heads, dim_feedforward=2 * C, dropout=0.0, activation='gelu',
+        batch_first=True, norm_first=False).eval()
+    with torch.no_grad():
+        ref.self_attn.in_proj_weight.copy_(layer.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(layer.qkv.bias)
+        ref.self_attn.out_proj.weight.copy_(layer.out.weight)
+        ref.self_attn.out_proj.bias.copy_(layer.out.bias)
+        ref.norm1.load_state_dict(layer.norm1.state_dict())
+        if ffn:
+            ref.linear1.load_state_dict(layer.ffn[0].state_dict())
+            ref.linear2.load_state_dict(layer.ffn[2].state_dict())
+            ref.norm2.load_state_dict(layer.norm2.state_dict())
+    x, mask = inputs(n=12)
+    keep = mask.any(-1)  # torch gives NaN where no key is present
+    z, attn = t(x, mask)
+    xk, pad = x[keep], ~mask[keep]
+    with torch.no_grad():
+        h, ref_attn = ref.self_attn(xk, xk, xk, key_padding_mask=pad,
+                                    need_weights=True,
+                                    average_attn_weights=False)
+        # Without a feed-forward block the layer is attention + LayerNorm;
+        # with one, it is torch's post-LN encoder layer.
+        expected = (ref(xk, src_key_padding_mask=pad) if ffn
+                    else ref.norm1(xk + h))
+    assert torch.allclose(attn[keep], ref_attn, atol=1e-6)
+    assert torch.allclose(z[keep][~pad], expected[~pad], atol=1e-5)
+    assert (z[~mask] == 0).all() and (attn[keep][pad.view(
+        -1, 1, 1, M).expand_as(ref_attn)] == 0).all()
 
 
 def test_relative_interaction_outputs():
     torch.manual_seed(0)
     ri = RelativeInteraction(M, C, heads=2)
-    assert repr(ri) == 'RelativeInteraction(4, 8, num_layers=1, heads=2)'
+    assert repr(ri) == 'RelativeInteraction(4, 8, heads=2)'
     x, mask = inputs()
     out = ri(x, mask)
     assert out.z.shape == (N, M, C) and out.attention.shape == (N, 2, M, M)

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from alignment_accuracy import load, parse_fusion  # noqa: E402
 
+from ricea_pyg.metrics import evaluate_embeddings  # noqa
 from ricea_pyg.nn.fusion import functional as RF  # noqa: E402
-from ricea_pyg.train import TrainConfig, Trainer, evaluate_embeddings  # noqa
+from ricea_pyg.train import TrainConfig, Trainer  # noqa
 
 
 def rounded(t, n=3):

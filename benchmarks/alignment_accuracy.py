@@ -30,8 +30,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
 
+from ricea_pyg.data import ALIGN  # noqa: E402
 from ricea_pyg.datasets import DBP15K  # noqa: E402
-from ricea_pyg.train import TrainConfig, Trainer, evaluate_embeddings  # noqa
+from ricea_pyg.metrics import evaluate_embeddings  # noqa
+from ricea_pyg.train import TrainConfig, Trainer  # noqa
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAPER = {  # method.md: selected on test, with image and attribute features
@@ -104,7 +106,7 @@ def run_one(args, pair, setting, fusion, seed):
 
 def baseline(args, pair):
     data = load(args.root, pair, True)
-    test = data['source', 'aligned_with', 'target'].test_index
+    test = data[ALIGN].test_index
     start = time.perf_counter()
     m = evaluate_embeddings(data['source'].x_name, data['target'].x_name,
                             test, csls_k=3)

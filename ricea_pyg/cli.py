@@ -22,10 +22,12 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ricea_pyg.data.errors import DataFormatError
+from ricea_pyg.data.schema import ALIGN
+from ricea_pyg.datasets.registry import dataset_names, load_dataset
+from ricea_pyg.io import atomic_write
 from ricea_pyg.train.checkpoint import load_checkpoint
 from ricea_pyg.train.config import ConfigError, TrainConfig
 
-ALIGN = ('source', 'aligned_with', 'target')
 RUN_FILE = 'run.json'
 
 
@@ -36,7 +38,7 @@ class CLIError(Exception):
 # -- data ----------------------------------------------------------------------
 def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group('data')
-    g.add_argument('--dataset', choices=['dbp15k', 'fbdb15k', 'synthetic'],
+    g.add_argument('--dataset', choices=dataset_names(),
                    default=None if not required else 'dbp15k')
     g.add_argument('--root', help='dataset folder (DBP15K: the one holding '
                    '<pair>/ and translated_ent_name/)')
@@ -64,41 +66,7 @@ def _data_spec(args, saved: Optional[Dict[str, Any]] = None
 
 def load_data(spec: Dict[str, Any]):
     """The :class:`HeteroData` a run trains on, from its data spec."""
-    kind = spec['dataset']
-    if kind == 'synthetic':
-        from ricea_pyg.data import synthetic_pair
-        mods = (('rel',) if spec['no_names'] else
-                ('rel', 'attr', 'img', 'name', 'char'))
-        return synthetic_pair(spec['entities'], modalities=mods,
-                              seed=spec['split_seed'])
-    root = spec['root']
-    if not root:
-        raise CLIError(f'--root is required for --dataset {kind}')
-    if not os.path.isdir(root):
-        raise CLIError(f'{root}: dataset folder not found; pass --root DIR '
-                       f'(for DBP15K the folder holding {spec["pair"]}/)')
-    if kind == 'dbp15k':
-        from ricea_pyg.datasets import DBP15K
-        from ricea_pyg.datasets.dbp15k import _CORE
-        needed = [os.path.join(spec['pair'], f) for f in _CORE]
-        if not spec['no_names']:
-            needed.append(os.path.join('translated_ent_name',
-                                       f'dbp_{spec["pair"]}.json'))
-        missing = [f for f in needed
-                   if not os.path.isfile(os.path.join(root, f))]
-        if missing and not spec['download']:
-            fix = ('--no-names to train without names, or ' if any(
-                'translated' in f for f in missing) else '')
-            raise CLIError(f'{os.path.join(root, missing[0])}: file not '
-                           f'found ({len(missing)} missing); use {fix}'
-                           '--download, or check --root/--pair')
-        names = None if spec['no_names'] else 'translated'
-        mods = ['graph', 'rel'] if spec['no_names'] else None
-        return DBP15K(root, spec['pair'], modalities=mods, names=names,
-                      seed=spec['split_seed'], log=False)[0]
-    from ricea_pyg.datasets import FBDB15K
-    return FBDB15K(root, names=not spec['no_names'],
-                   seed=spec['split_seed'], log=False)[0]
+    return load_dataset(spec)
 
 
 # -- config flags ------------------------------------------------------------
@@ -151,10 +119,9 @@ def cmd_train(args) -> Dict:
         torch.set_num_threads(args.threads)
     out = args.out
     if out:
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, RUN_FILE), 'w') as f:
-            json.dump({'data': spec, 'config': config.to_dict()}, f,
-                      indent=2)
+        atomic_write(os.path.join(out, RUN_FILE), lambda f: json.dump(
+            {'data': spec, 'config': config.to_dict()}, f, indent=2),
+            binary=False)
     trainer = Trainer(data, config, out_dir=out)
     del data  # the trainer keeps its own copy of the features
     metrics = trainer.fit(resume=args.resume)
@@ -166,7 +133,7 @@ def cmd_train(args) -> Dict:
 
 def _restore(args):
     """Model, data, inputs and config of a checkpoint."""
-    from ricea_pyg.models import PairInputs
+    from ricea_pyg.data import PairInputs
     from ricea_pyg.train import build_model
     state = load_checkpoint(args.checkpoint)
     if 'model' not in state or 'config' not in state:
@@ -194,7 +161,7 @@ def _restore(args):
 
 
 def cmd_evaluate(args) -> Dict:
-    from ricea_pyg.train import evaluate_embeddings
+    from ricea_pyg.metrics import evaluate_embeddings
     model, data, inputs, config = _restore(args)
     emb = model.embed(inputs).fused
     n_s = inputs.num_source
@@ -203,22 +170,16 @@ def cmd_evaluate(args) -> Dict:
     result = {
         'split': args.split, 'candidates': args.candidates,
         'csls': evaluate_embeddings(emb[:n_s], emb[n_s:], pairs, csls,
-                                    args.candidates),
+                                    args.candidates, one_to_one=True),
         'cosine': evaluate_embeddings(emb[:n_s], emb[n_s:], pairs, 0,
                                       args.candidates)}
     print(json.dumps(result, indent=2))
     return result
 
 
-def _uris(store, prefix: str) -> List[str]:
-    uris = getattr(store, 'uri', None)
-    if uris is None:
-        return [f'{prefix}:{i}' for i in range(store.num_nodes)]
-    return list(uris)
-
-
 def cmd_align(args) -> str:
     from ricea_pyg.data import unaligned_entities
+    from ricea_pyg.explain import entity_uris
     from ricea_pyg.search import top1_both_directions
     model, data, inputs, config = _restore(args)
     emb = model.embed(inputs).fused
@@ -226,95 +187,55 @@ def cmd_align(args) -> str:
     s_ids, t_ids = unaligned_entities(data[ALIGN].train_index, n_s,
                                       inputs.num_target)
     csls = config.csls_k if args.csls_k is None else args.csls_k
-    scores, top, back = top1_both_directions(emb[:n_s][s_ids],
-                                             emb[n_s:][t_ids], csls)
-    s_uri, t_uri = _uris(data['source'], 'source'), _uris(data['target'],
-                                                          'target')
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)),
-                exist_ok=True)
-    with open(args.output, 'w', newline='', encoding='utf-8') as f:
+    s_uri, t_uri = entity_uris(data, 'source'), entity_uris(data, 'target')
+    if args.one_to_one:
+        rows, header = _one_to_one_rows(emb[:n_s], emb[n_s:], s_ids, t_ids,
+                                        csls, args.threshold)
+    else:
+        scores, top, back = top1_both_directions(emb[:n_s][s_ids],
+                                                 emb[n_s:][t_ids], csls)
+        header = ['source', 'target', 'score', 'mutual']
+        rows = [(int(i), int(t_ids[j]), float(scores[r, 0]),
+                 int(int(back[j, 0]) == r))
+                for r, (i, j) in enumerate(zip(s_ids.tolist(),
+                                               top[:, 0].tolist()))]
+
+    def write(f):
         w = csv.writer(f, delimiter='\t', lineterminator='\n')
-        w.writerow(['source', 'target', 'score', 'mutual'])
-        for row, (i, j) in enumerate(zip(s_ids.tolist(),
-                                         top[:, 0].tolist())):
-            mutual = int(back[j, 0]) == row
-            w.writerow([s_uri[i], t_uri[int(t_ids[j])],
-                        f'{float(scores[row, 0]):.6f}', int(mutual)])
-    print(f'wrote {len(s_ids)} predicted pairs (csls_k={csls}) to '
-          f'{args.output}')
+        w.writerow(header)
+        for i, j, score, last in rows:
+            w.writerow([s_uri[i], t_uri[j], f'{score:.6f}', last])
+    atomic_write(args.output, write, binary=False)
+    kind = 'one-to-one' if args.one_to_one else 'predicted'
+    print(f'wrote {len(rows)} {kind} pairs of {len(s_ids)} unaligned '
+          f'sources (csls_k={csls}) to {args.output}')
     return args.output
 
 
+def _one_to_one_rows(source, target, s_ids, t_ids, csls_k: int,
+                     threshold: Optional[float]):
+    """Rows ``(source, target, score, probability)`` of the global
+    one-to-one assignment among the unaligned entities."""
+    from ricea_pyg.search import one_to_one_assignment
+    result = one_to_one_assignment(source, target, s_ids, t_ids,
+                                   csls_k=csls_k, threshold=threshold)
+    prob = result.probability
+    rows = [(int(i), int(j), float(result.scores[k]),
+             '' if prob is None else f'{float(prob[k]):.6f}')
+            for k, (i, j) in enumerate(result.pairs.t().tolist())]
+    return rows, ['source', 'target', 'score', 'probability']
+
+
 def cmd_explain(args) -> str:
+    from ricea_pyg.explain import explain_model
     model, data, inputs, config = _restore(args)
-    with torch.no_grad():
-        out = model.embed(inputs)
-    n_s = inputs.num_source
-    mods = inputs.modalities
-    weights = out.weights
-    unc = out.uncertainty
-    # Correctness of each test source's top-1 (CSLS) for the plot.
-    from ricea_pyg.search import csls_search
-    test = data[ALIGN].test_index
-    _, top = csls_search(out.fused[:n_s][test[0]], out.fused[n_s:][test[1]],
-                         1, config.csls_k)
-    correct = torch.full((inputs.num_entities,), -1, dtype=torch.long)
-    correct[test[0]] = (top[:, 0] == torch.arange(test.size(1))).long()
-    os.makedirs(args.out, exist_ok=True)
-    csv_path = os.path.join(args.out, 'modality_weights.csv')
-    uris = _uris(data['source'], 'source') + _uris(data['target'], 'target')
-    with open(csv_path, 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f)
-        w.writerow(['side', 'index', 'uri'] + [f'w_{m}' for m in mods]
-                   + ([f'u_{m}' for m in mods] if unc is not None else [])
-                   + ['test_top1_correct'])
-        for r in range(inputs.num_entities):
-            side, idx = ('source', r) if r < n_s else ('target', r - n_s)
-            row = [side, idx, uris[r]]
-            row += [f'{v:.6f}' for v in weights[r].tolist()]
-            if unc is not None:
-                row += [f'{v:.6f}' for v in unc[r].tolist()]
-            row.append('' if correct[r] < 0 else int(correct[r]))
-            w.writerow(row)
-    _plots(args.out, mods, weights, unc, out.mask, correct)
+    try:
+        csv_path = explain_model(model, data, inputs, args.out,
+                                 config.csls_k)
+    except ImportError as e:
+        raise CLIError(str(e)) from None
     print(f'wrote {csv_path} and plots to {args.out}')
     return csv_path
-
-
-def _plots(folder, mods, weights, unc, mask, correct) -> None:
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise CLIError('explain plots need matplotlib: pip install '
-                       '.[plot]') from None
-    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(mods), 3.5))
-    data = [weights[mask[:, m], m].numpy() for m in range(len(mods))]
-    ax.boxplot(data, showfliers=False)
-    ax.set_xticks(range(1, len(mods) + 1), mods)
-    ax.set_ylabel('weight (present entities)')
-    ax.set_title('Modality weight per entity')
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, 'weights.png'), dpi=120)
-    plt.close(fig)
-    if unc is None:
-        return
-    tested = correct >= 0
-    fig, ax = plt.subplots(figsize=(1.5 + 2.0 * len(mods), 3.5))
-    groups, labels = [], []
-    for m, name in enumerate(mods):
-        for ok, tag in ((1, 'right'), (0, 'wrong')):
-            sel = tested & (correct == ok) & mask[:, m]
-            groups.append(unc[sel, m].numpy())
-            labels.append(f'{name}\n{tag}')
-    ax.boxplot(groups, showfliers=False)
-    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
-    ax.set_ylabel('uncertainty u')
-    ax.set_title('Uncertainty vs. top-1 correctness (test sources)')
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, 'uncertainty.png'), dpi=120)
-    plt.close(fig)
 
 
 # -- entry point --------------------------------------------------------------------
@@ -345,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
                            default='test')
         if name == 'align':
             c.add_argument('--output', required=True, help='TSV file')
+            c.add_argument('--one-to-one', action='store_true',
+                           help='export a global one-to-one assignment '
+                           '(Hungarian, or Sinkhorn on large graphs) '
+                           'instead of each source\'s best target')
+            c.add_argument('--threshold', type=float, default=None,
+                           help='with --one-to-one: leave sources whose '
+                           'best score is below this unmatched')
         if name == 'explain':
             c.add_argument('--out', required=True, help='output folder')
     return p

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ['in_batch_logits', 'icl_terms', 'icl_loss',
-           'true_counterpart_probability',
-           'UncertaintyWeighting', 'RICEALoss']
+           'true_counterpart_probability', 'tcp_target', 'tcp_loss',
+           'UncertaintyWeighting', 'RICEALoss', 'dual_amn_loss',
+           'hard_negative_ids']
 
 
 def _same_kg_logits(x: Tensor, tau: float) -> Tensor:
@@ -169,6 +170,56 @@ def true_counterpart_probability(source: Tensor, target: Tensor,
     return (-l2r).exp(), (-r2l).exp()
 
 
+def tcp_target(source: Tensor, target: Tensor, tau: float = 0.1
+               ) -> Tuple[Tensor, Tensor]:
+    r"""True-class probability per modality, the target of the
+    mono-confidence :math:`c_m` (as in `"Predictive Dynamic Fusion"
+    <https://arxiv.org/abs/2406.04802>`_, ICML 2024).
+
+    :math:`p_m(e)` is the probability that modality :math:`m` alone gives to
+    the true counterpart of :math:`e` within the ICL candidate set (``B``
+    cross-KG plus ``B - 1`` same-KG candidates, :func:`in_batch_logits`):
+    :func:`true_counterpart_probability` per modality.
+
+    Args:
+        source (Tensor): ``[B, M, d]`` embeddings of the ``B`` source
+            entities of aligned pairs.
+        target (Tensor): ``[B, M, d]`` embeddings of their counterparts, row
+            ``i`` aligned with source row ``i``.
+        tau (float): Temperature of the candidate logits.
+            (default: :obj:`0.1`)
+
+    Returns:
+        ``(p_source [B, M], p_target [B, M])``, detached.
+    """
+    with torch.no_grad():
+        p_s, p_t = true_counterpart_probability(source.transpose(0, 1),
+                                                target.transpose(0, 1), tau)
+    return p_s.t(), p_t.t()
+
+
+def tcp_loss(confidence: Tensor, target: Tensor, valid: Tensor) -> Tensor:
+    r"""The confidence loss :math:`\mathcal{L}_{tcp}` of `"Probing Relative
+    Interaction and Dynamic Calibration in Multi-modal Entity Alignment"
+    <https://aclanthology.org/2025.acl-long.1384/>`_ (ACL 2025), an L1
+    regression of each confidence on its true-class probability:
+
+    .. math::
+        \mathcal{L}_{tcp} = \frac{1}{|V|}\sum_{(e,m) \in V}
+        \big|c_m(e) - \mathrm{sg}(p_m(e))\big|
+
+    over the valid (present) entries :math:`V`; 0 when none is valid.
+
+    Args:
+        confidence (Tensor): ``[N, M]`` mono-confidences :math:`c`.
+        target (Tensor): ``[N, M]`` true-class probabilities :math:`p` (e.g.
+            from :func:`tcp_target`); no gradient flows into it.
+        valid (Tensor): ``[N, M]`` bool, True where the entry counts.
+    """
+    diff = (confidence - target.detach()).abs() * valid
+    return diff.sum() / valid.sum().clamp_min(1)
+
+
 class UncertaintyWeighting(torch.nn.Module):
     r"""Learnable uncertainty weighting of several losses (Kendall et al.,
     as MEAformer's ``CustomMultiLossLayer``):
@@ -218,7 +269,7 @@ class RICEALoss(torch.nn.Module):
     * :math:`\mathcal{L}_{out}`: the same on each transformer output
       :math:`Z_m` (fusions with a transformer only);
     * :math:`\mathcal{L}_{tcp}`:
-      :func:`~ricea_pyg.nn.fusion.tcp_loss` between each present
+      :func:`tcp_loss` between each present
       modality's confidence and the probability that the modality alone
       gives the true counterpart (fusions with a confidence only). A
       counterpart that lacks the modality makes that probability small, as
@@ -267,9 +318,6 @@ class RICEALoss(torch.nn.Module):
         """Args: the :class:`~ricea_pyg.models.ModelOutput` of ``B`` source
         rows and of their ``B`` counterparts. Returns the total loss and
         its parts (floats, for logging)."""
-        # Imported here: the fusion functionals import this module.
-        from ricea_pyg.nn.fusion.functional import tcp_loss
-
         both = source.mask & target.mask
         parts: Dict[str, Tensor] = {}
         parts['joint'] = icl_loss(source.fused, target.fused, self.tau,
@@ -297,3 +345,208 @@ class RICEALoss(torch.nn.Module):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_modalities}, '
                 f'tau={self.tau}, lambda_tcp={self.lambda_tcp})')
+
+
+def _check_rows(name: str, x: Tensor, dim: int) -> None:
+    if x.dim() != 2 or x.size(1) != dim:
+        raise ValueError(f'{name} must be [N, {dim}] (got shape '
+                         f'{tuple(x.shape)})')
+
+
+def _check_ids(name: str, ids: Optional[Tensor], batch: int, num: int,
+               ndim: int) -> None:
+    if ids is None:
+        return
+    if ids.dtype not in (torch.long, torch.int) or ids.dim() != ndim or \
+            ids.size(0) != batch:
+        want = '[B, K]' if ndim == 2 else '[B]'
+        raise ValueError(f'{name} must be an integer tensor {want} with '
+                         f'B = {batch} (got {ids.dtype} {tuple(ids.shape)})')
+    low = -1 if ndim == 2 else 0  # -1 marks a missing negative
+    if ids.numel() and (int(ids.max()) >= num or int(ids.min()) < low):
+        raise ValueError(f'{name} holds ids outside [{low}, {num}), {num} '
+                         'being the rows of its candidate table')
+
+
+def _standardised_lse(query: Tensor, pos: Tensor, table: Tensor,
+                      ids: Optional[Tensor], exclude: Optional[Tensor],
+                      gamma: float, bias: float, margin: float) -> Tensor:
+    """One direction of :func:`dual_amn_loss`: ``[B]`` log-sum-exps."""
+    q_sq = query.pow(2).sum(-1, keepdim=True)
+    t_sq = table.pow(2).sum(-1)
+    if ids is None:  # every row of the table: [B, N]
+        dist = q_sq + t_sq - 2 * query @ table.t()
+        valid = None
+        if exclude is not None:
+            valid = torch.ones_like(dist, dtype=torch.bool)
+            valid[torch.arange(dist.size(0), device=dist.device),
+                  exclude] = False
+    else:  # the [B, K] chosen rows only
+        valid = ids >= 0
+        ids = ids.clamp_min(0)
+        dot = torch.einsum('bd,bkd->bk', query, table[ids])
+        dist = q_sq + t_sq[ids] - 2 * dot
+        if exclude is not None:
+            valid &= ids != exclude.view(-1, 1)
+    if valid is not None and not valid.any(1).all():
+        raise ValueError('a query has no negative candidate left (all ids '
+                         'are -1 or its counterpart): pass more candidates')
+    d = pos.view(-1, 1) - dist + margin
+    with torch.no_grad():  # statistics over the candidates, no gradient
+        if valid is None:
+            mean = d.mean(1, keepdim=True)
+            std = d.std(1, correction=0, keepdim=True)
+        else:
+            count = valid.sum(1, keepdim=True)
+            mean = d.masked_fill(~valid, 0).sum(1, keepdim=True) / count
+            std = ((d - mean).masked_fill(~valid, 0).pow(2).sum(
+                1, keepdim=True) / count).sqrt()
+        std = std.clamp_min(torch.finfo(d.dtype).eps ** 0.5)
+    logits = gamma * (d - mean) / std + bias
+    if valid is not None:
+        logits = logits.masked_fill(~valid, float('-inf'))
+    return logits.logsumexp(1)
+
+
+def dual_amn_loss(source: Tensor, target: Tensor, source_candidates: Tensor,
+                  target_candidates: Tensor,
+                  source_index: Optional[Tensor] = None,
+                  target_index: Optional[Tensor] = None,
+                  source_negatives: Optional[Tensor] = None,
+                  target_negatives: Optional[Tensor] = None,
+                  gamma: float = 30.0, bias: float = 10.0,
+                  margin: float = 1.0) -> Tensor:
+    r"""Dual-AMN's normalised log-sum-exp loss with hard negatives from the
+    whole graph (Mao et al., 2021), in both directions.
+
+    For a seed pair :math:`(l, r)` and each candidate :math:`e` of the
+    other side,
+
+    .. math::
+        d_e = \lVert h_l - h_r \rVert^2 - \lVert h_l - h_e \rVert^2 + m,
+        \qquad z_e = \frac{d_e - \mu}{\sigma}, \qquad
+        \mathcal{L}_l = \log \sum_e \exp(\gamma z_e + \beta)
+
+    with :math:`\mu`, :math:`\sigma` the mean and (population) standard
+    deviation of :math:`d` over the query's candidates, without gradient
+    (:math:`\sigma` is floored at :math:`\sqrt{\epsilon}` of the dtype, so
+    equal distances give finite values). :math:`\mathcal{L}_r` is the same
+    with :math:`h_r` as the query against source-side candidates. The loss
+    is :math:`\frac{1}{B}\sum (\mathcal{L}_l + \mathcal{L}_r)` over the
+    batch, as in Dual-AMN (which sums the two directions).
+
+    Candidates are either every row of the tables (Dual-AMN uses every
+    entity; memory :math:`O(B N)`) or, for graphs too large for that, the
+    :math:`K` rows per query chosen by :obj:`source_negatives` /
+    :obj:`target_negatives` (memory :math:`O(B K d)`), e.g. the hardest
+    ones from :func:`hard_negative_ids` over cached, detached embeddings
+    refreshed each epoch. Ids ``-1`` are skipped.
+
+    The true counterpart is excluded from the candidates when its row is
+    given (:obj:`target_index` for :math:`l`, :obj:`source_index` for
+    :math:`r`). Without them it stays among them; when the table holds the
+    same vector its :math:`d_e = m` is a constant term with no gradient
+    except through the (detached) statistics, like Dual-AMN's zeroed
+    entries.
+
+    Args:
+        source (Tensor): ``[B, d]`` embeddings :math:`h_l` of the pairs.
+        target (Tensor): ``[B, d]`` embeddings :math:`h_r`.
+        source_candidates (Tensor): ``[N_s, d]`` source-side entities,
+            candidates of the target queries (usually all source-KG
+            embeddings, with gradient).
+        target_candidates (Tensor): ``[N_t, d]`` target-side entities,
+            candidates of the source queries.
+        source_index (Tensor, optional): ``[B]`` row of each pair's source
+            in :obj:`source_candidates` (excluded for its target query).
+            (default: :obj:`None`)
+        target_index (Tensor, optional): ``[B]`` row of each pair's target
+            in :obj:`target_candidates`. (default: :obj:`None`)
+        source_negatives (Tensor, optional): ``[B, K]`` rows of
+            :obj:`source_candidates` for each target query (default: all).
+        target_negatives (Tensor, optional): ``[B, K]`` rows of
+            :obj:`target_candidates` for each source query (default: all).
+        gamma (float): Scale :math:`\gamma`. (default: :obj:`30.0`)
+        bias (float): :math:`\beta`. (default: :obj:`10.0`)
+        margin (float): :math:`m`. (default: :obj:`1.0`)
+
+    Returns:
+        The scalar loss.
+
+    Shapes:
+        - **input:** :math:`(B, d)`, :math:`(B, d)`, :math:`(N_s, d)`,
+          :math:`(N_t, d)`, optional :math:`(B)`, :math:`(B)`,
+          :math:`(B, K_s)`, :math:`(B, K_t)`
+        - **output:** :math:`()`
+    """
+    if source.dim() != 2 or source.shape != target.shape or \
+            source.size(0) == 0:
+        raise ValueError(f'source and target must be the same non-empty '
+                         f'[B, d] (got {tuple(source.shape)} and '
+                         f'{tuple(target.shape)})')
+    b, dim = source.shape
+    _check_rows('source_candidates', source_candidates, dim)
+    _check_rows('target_candidates', target_candidates, dim)
+    n_s, n_t = source_candidates.size(0), target_candidates.size(0)
+    _check_ids('source_index', source_index, b, n_s, 1)
+    _check_ids('target_index', target_index, b, n_t, 1)
+    _check_ids('source_negatives', source_negatives, b, n_s, 2)
+    _check_ids('target_negatives', target_negatives, b, n_t, 2)
+    pos = (source - target).pow(2).sum(-1)
+    l_loss = _standardised_lse(source, pos, target_candidates,
+                               target_negatives, target_index, gamma, bias,
+                               margin)
+    r_loss = _standardised_lse(target, pos, source_candidates,
+                               source_negatives, source_index, gamma, bias,
+                               margin)
+    return (l_loss + r_loss).mean()
+
+
+def hard_negative_ids(queries: Tensor, candidates, k: int,
+                      exclude: Optional[Tensor] = None,
+                      backend: str = 'auto') -> Tensor:
+    r"""The :obj:`k` nearest candidates (squared ℓ2, the distance of
+    :func:`dual_amn_loss`) of every query: the hardest negatives, as
+    ``[B, k]`` ids for ``source_negatives`` / ``target_negatives``.
+
+    Run it on detached embeddings cached once per epoch: build an exact
+    :class:`~ricea_pyg.search.AlignmentIndex` (``metric='l2'``) over the
+    candidates once and pass it instead of the tensor for every batch.
+
+    Args:
+        queries (Tensor): ``[B, d]`` (detached here).
+        candidates (Tensor or AlignmentIndex): ``[N, d]`` embeddings, or an
+            ``'l2'`` index over them.
+        k (int): Negatives per query.
+        exclude (Tensor, optional): ``[B]`` id of each query's true
+            counterpart, never returned (one more neighbour is searched).
+            (default: :obj:`None`)
+        backend (str): :class:`~ricea_pyg.search.AlignmentIndex` backend
+            when :obj:`candidates` is a tensor. (default: ``'auto'``)
+
+    Returns:
+        ``[B, k]`` ids, nearest first; ``-1`` where fewer exist.
+    """
+    from ricea_pyg.search.index import AlignmentIndex
+
+    if k < 1:
+        raise ValueError(f'k must be >= 1 (got {k})')
+    if isinstance(candidates, AlignmentIndex):
+        if candidates.metric != 'l2':
+            raise ValueError("the candidate index must use metric='l2' (the "
+                             "loss's distance); build AlignmentIndex('flat', "
+                             "metric='l2')")
+        index = candidates
+    else:
+        index = AlignmentIndex('flat', metric='l2', backend=backend).add(
+            candidates.detach())
+    extra = int(exclude is not None)
+    _, ids = index.search(queries.detach(), k + extra)
+    if exclude is None:
+        return ids
+    if exclude.shape != (queries.size(0),):
+        raise ValueError(f'exclude must be [B] with B = {queries.size(0)} '
+                         f'(got {tuple(exclude.shape)})')
+    drop = ids == exclude.to(ids.device).view(-1, 1)
+    drop[:, -1] |= ~drop.any(1)  # counterpart not found: drop the last
+    return ids[~drop].view(-1, k)

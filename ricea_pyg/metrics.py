@@ -6,9 +6,18 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ricea_pyg.search.assignment import (
+    one_to_one_assignment,
+    pair_precision_recall,
+)
 from ricea_pyg.search.csls import true_ranks
 
-__all__ = ['alignment_metrics', 'rank_metrics']
+__all__ = ['alignment_metrics', 'evaluate_embeddings', 'rank_metrics',
+           'CANDIDATE_PROTOCOLS']
+
+#: How candidates are chosen: the standard protocol ranks against the
+#: counterparts of the evaluated pairs only; ``'all'`` against every entity.
+CANDIDATE_PROTOCOLS = ('test', 'all')
 
 
 def rank_metrics(ranks: Tensor, hits: Sequence[int] = (1, 10)
@@ -68,4 +77,46 @@ def alignment_metrics(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
                            batch_size, neighbors=q_emb[q_cand])
         out.update({prefix + k: v for k, v in rank_metrics(ranks,
                                                            hits).items()})
+    return out
+
+
+def evaluate_embeddings(source: Tensor, target: Tensor, pairs: Tensor,
+                        csls_k: int = 3, candidates: str = 'test',
+                        one_to_one: bool = False) -> Dict[str, float]:
+    r"""Hits@1/10, MRR and MR in both directions for :obj:`pairs`, under a
+    named candidate protocol.
+
+    Args:
+        source (Tensor): ``[N_s, d]`` source embeddings.
+        target (Tensor): ``[N_t, d]`` target embeddings.
+        pairs (Tensor): ``[2, P]`` gold (source, target) pairs, e.g. the
+            test split.
+        csls_k (int): 0 for cosine, else CSLS with this neighbourhood.
+            (default: :obj:`3`)
+        candidates (str): ``'test'`` ranks against the targets (sources) of
+            :obj:`pairs` only, the standard protocol of MEAformer and its
+            peers; ``'all'`` ranks against every entity of the other KG.
+            (default: ``'test'``)
+        one_to_one (bool): Also report ``one_to_one_hits@1``: the share of
+            :obj:`pairs` that a global one-to-one assignment of the
+            candidate block (by the same scores) recovers; see
+            :func:`~ricea_pyg.search.one_to_one_assignment`.
+            (default: :obj:`False`)
+    """
+    if candidates == 'test':
+        cand = (pairs[0], pairs[1])
+    elif candidates == 'all':
+        cand = None
+    else:
+        raise ValueError(f'candidates must be one of {CANDIDATE_PROTOCOLS} '
+                         f'(got {candidates!r})')
+    out = alignment_metrics(source, target, pairs, csls_k=csls_k,
+                            candidates=cand)
+    if one_to_one:
+        s_ids, t_ids = (None, None) if cand is None else (
+            torch.unique(pairs[0]), torch.unique(pairs[1]))
+        result = one_to_one_assignment(source, target, s_ids, t_ids,
+                                       csls_k=csls_k)
+        out['one_to_one_hits@1'] = pair_precision_recall(result.pairs,
+                                                         pairs)['recall']
     return out

@@ -29,10 +29,21 @@ def test_train_writes_metrics_json(run):
 
 
 def test_evaluate(run, capsys):
-    assert main(['evaluate', os.path.join(run, 'best.pt'), '--split', 'val',
-                 '--candidates', 'all']) == 0
+    best = os.path.join(run, 'best.pt')
+    assert main(['evaluate', best, '--split', 'test']) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out['split'] == 'val' and 0 <= out['csls']['hits@1'] <= 1
+    with open(os.path.join(run, 'metrics.json')) as f:
+        m = json.load(f)
+    # The checkpoint reproduces the trainer's own test numbers.
+    assert out['csls'] == pytest.approx(m['test'], abs=1e-9)
+    assert out['cosine'] == pytest.approx(m['test_cosine'], abs=1e-9)
+    assert main(['evaluate', best, '--split', 'test', '--candidates',
+                 'all']) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert every['split'] == 'test' and every['candidates'] == 'all'
+    # More candidates can only push the true counterpart down.
+    assert every['cosine']['mr'] >= out['cosine']['mr']
+    assert every['cosine']['hits@1'] <= out['cosine']['hits@1']
 
 
 def test_align_exports_every_unaligned_source(run, tmp_path):
@@ -47,6 +58,24 @@ def test_align_exports_every_unaligned_source(run, tmp_path):
     assert len(rows) - 1 == 200 - n_train
     assert all(r[0].startswith('source:') and r[1].startswith('target:')
                for r in rows[1:])
+
+
+def test_align_one_to_one_exports_distinct_targets(run, tmp_path):
+    path = str(tmp_path / 'pairs.tsv')
+    best = os.path.join(run, 'best.pt')
+    assert main(['align', best, '--output', path, '--one-to-one']) == 0
+    with open(path) as f:
+        rows = list(csv.reader(f, delimiter='\t'))
+    assert rows[0] == ['source', 'target', 'score', 'probability']
+    n_train = json.load(open(os.path.join(run, 'metrics.json')))[
+        'train_pairs']
+    # Both KGs have the same unaligned count: a full matching.
+    assert len(rows) - 1 == 200 - n_train
+    assert len({r[1] for r in rows[1:]}) == len(rows) - 1
+    assert main(['align', best, '--output', path, '--one-to-one',
+                 '--threshold', '2.0']) == 0  # above any cosine
+    with open(path) as f:
+        assert len(list(csv.reader(f, delimiter='\t'))) == 1
 
 
 def test_explain_writes_csv_and_plots(run, tmp_path):
@@ -89,3 +118,18 @@ def test_missing_names_file_exits_2(tmp_path, capsys):
     assert main(['train', '--root', str(root), '--pair', 'zh_en']) == 2
     err = capsys.readouterr().err
     assert 'dbp_zh_en.json' in err and '--no-names' in err
+
+
+@pytest.mark.parametrize('flag', ['--progress', '--no-progress'])
+def test_no_progress_prints_no_bar(flag, tmp_path, capfd):
+    argv = ['train', *SYN, '--channels', '16', '--epochs', '2',
+            '--batch-size', '128', '--iterative', '--iter-epochs', '2',
+            '--iter-every', '1', '--iter-add-every', '1', flag]
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    bars = [line for line in err.replace('\r', '\n').splitlines()
+            if '%|' in line or 'it/s' in line or 's/it' in line]
+    if flag == '--progress':
+        assert bars  # the same run does draw bars when asked
+    else:
+        assert bars == []

@@ -10,10 +10,11 @@ from ricea_pyg.loss import (
     icl_loss,
     icl_terms,
     in_batch_logits,
+    tcp_loss,
+    tcp_target,
     true_counterpart_probability,
 )
 from ricea_pyg.models import ModelOutput
-from ricea_pyg.nn.fusion import tcp_loss, tcp_target
 
 
 def test_icl_hand_checked():
@@ -58,6 +59,48 @@ def test_icl_weights():
     expected = (0.5 * (l2r + r2l))[[0, 2]].mean()
     assert torch.allclose(icl_loss(s, t, weight=w), expected)
     assert icl_loss(s, t, weight=torch.zeros(4)).item() == 0.0
+
+
+def test_tcp_target_and_loss_hand_checked():
+    # B = 2 pairs, M = 1 modality, tau = 1.
+    s = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])
+    t = torch.tensor([[[1.0, 0.0]], [[1.0, 0.0]]])
+    p_s, p_t = tcp_target(s, t, tau=1.0)
+    e = math.e
+    # source 0: cross [1, 1], same-KG [masked, 0] -> p = e / (2e + 1)
+    # source 1: cross [0, 0], same-KG [0, masked] -> p = 1 / 3
+    assert torch.allclose(p_s[:, 0], torch.tensor([e / (2 * e + 1), 1 / 3]))
+    # target 0: cross [1, 0], same-KG [masked, 1] -> e / (2e + 1)
+    assert torch.allclose(p_t[0, 0], torch.tensor(e / (2 * e + 1)))
+    assert not p_s.requires_grad
+    logits = in_batch_logits(s[:, 0], t[:, 0], 1.0)
+    assert logits.shape == (2, 4) and logits[0, 2] == float('-inf')
+    c = torch.tensor([[0.5], [0.5]], requires_grad=True)
+    valid = torch.tensor([[True], [False]])
+    loss = tcp_loss(c, p_s, valid)
+    assert torch.allclose(loss, (0.5 - p_s[0, 0]).abs())
+    loss.backward()
+    assert c.grad[1, 0] == 0
+    assert tcp_loss(c, p_s, torch.zeros_like(valid)) == 0
+
+
+@pytest.mark.parametrize('module', ['ricea_pyg.nn.fusion',
+                                    'ricea_pyg.nn.fusion.functional'])
+@pytest.mark.parametrize('name', ['tcp_loss', 'tcp_target'])
+def test_tcp_old_names_warn_and_point_to_loss(module, name):
+    import importlib
+
+    import ricea_pyg.loss
+    old = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning,
+                      match=rf'{module}\.{name} moved to '
+                            rf'ricea_pyg\.loss\.{name}') as record:
+        moved = getattr(old, name)
+    assert moved is getattr(ricea_pyg.loss, name)
+    assert record[0].filename == __file__  # points at the caller
+    assert name not in old.__all__
+    with pytest.raises(AttributeError, match='no attribute'):
+        old.tcp_nothing  # noqa: B018
 
 
 def test_uncertainty_weighting_hand_checked():

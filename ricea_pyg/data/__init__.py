@@ -1,24 +1,33 @@
 from ricea_pyg.data.errors import DataFormatError
+from ricea_pyg.data.inputs import PairInputs
 from ricea_pyg.data.pair import (
-                                 MODALITIES,
-                                 KGSide,
-                                 MultiModalKGPair,
-                                 build_hetero_data,
-                                 modality_tensors,
+    KGSide,
+    MultiModalKGPair,
+    build_hetero_data,
+    modality_tensors,
+)
+from ricea_pyg.data.schema import (
+    ALIGN,
+    MODALITIES,
+    SIDES,
+    feature_key,
+    mask_key,
+    relation_edge,
 )
 from ricea_pyg.data.split import split_alignment, unaligned_entities
 from ricea_pyg.data.synthetic import planted_embeddings, synthetic_pair
 from ricea_pyg.data.text import (
-                                 CallableEncoder,
-                                 SentenceTransformerEncoder,
-                                 TextEncoder,
-                                 resolve_text_encoder,
+    CallableEncoder,
+    SentenceTransformerEncoder,
+    TextEncoder,
+    resolve_text_encoder,
 )
 
 __all__ = [
-    'DataFormatError', 'MODALITIES', 'KGSide', 'MultiModalKGPair',
+    'DataFormatError', 'MODALITIES', 'SIDES', 'ALIGN', 'feature_key',
+    'mask_key', 'relation_edge', 'PairInputs', 'KGSide', 'MultiModalKGPair',
     'build_hetero_data', 'modality_tensors', 'split_alignment',
-    'unaligned_entities',
-    'synthetic_pair', 'planted_embeddings', 'TextEncoder',
-    'SentenceTransformerEncoder', 'CallableEncoder', 'resolve_text_encoder',
+    'unaligned_entities', 'synthetic_pair', 'planted_embeddings',
+    'TextEncoder', 'SentenceTransformerEncoder', 'CallableEncoder',
+    'resolve_text_encoder',
 ]

@@ -1,6 +1,7 @@
 """A pair of multi-modal KGs in memory, and its conversion to ``HeteroData``."""
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -18,16 +19,20 @@ from ricea_pyg.data.features import (
     row_mask,
     top_k_vocabulary,
 )
+from ricea_pyg.data.schema import (
+    ALIGN,
+    MODALITIES,
+    SIDES,
+    feature_key,
+    mask_key,
+    relation_edge,
+)
 from ricea_pyg.data.split import split_alignment
 from ricea_pyg.data.text import TextEncoder, resolve_text_encoder
 
 __all__ = ['MODALITIES', 'SIDES', 'KGSide', 'MultiModalKGPair',
            'build_hetero_data', 'modality_tensors']
 
-#: All modality names, in the order used for stacking.
-MODALITIES = ('graph', 'rel', 'attr', 'img', 'name', 'char')
-SIDES = ('source', 'target')
-ALIGN = ('source', 'aligned_with', 'target')
 
 
 @dataclass
@@ -78,11 +83,12 @@ def build_hetero_data(sides: Dict[str, dict], features: Dict[str, Dict[
             store.uri = list(info['uri'])
         if info.get('orig_id') is not None:
             store.orig_id = torch.as_tensor(info['orig_id'], dtype=torch.long)
-        store.mask_graph = torch.ones(info['num_nodes'], dtype=torch.bool)
+        store[mask_key('graph')] = torch.ones(info['num_nodes'],
+                                              dtype=torch.bool)
         for m, (x, mask) in features[side].items():
-            store[f'x_{m}'] = x.float()
-            store[f'mask_{m}'] = mask.bool()
-        rel = data[side, 'rel', side]
+            store[feature_key(m)] = x.float()
+            store[mask_key(m)] = mask.bool()
+        rel = data[relation_edge(side)]
         rel.edge_index = info['edge_index']
         rel.edge_type = info['edge_type']
     for key, value in split.items():
@@ -96,15 +102,13 @@ def build_hetero_data(sides: Dict[str, dict], features: Dict[str, Dict[
 def modality_tensors(data: HeteroData, side: str,
                      modalities: Optional[Sequence[str]] = None
                      ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
-    r"""Features and the ``[N, M]`` mask of one side, in modality order.
-
-    ``graph`` has no input feature and is left out of the feature dict.
-    """
-    mods = list(modalities if modalities is not None else data.modalities)
-    store = data[side]
-    xs = {m: store[f'x_{m}'] for m in mods if m != 'graph'}
-    mask = torch.stack([store[f'mask_{m}'] for m in mods], dim=1)
-    return xs, mask
+    """Deprecated: use ``PairInputs.from_data(data, modalities).side(side)``
+    (:class:`ricea_pyg.data.PairInputs`)."""
+    warnings.warn('modality_tensors is deprecated; use ricea_pyg.data.'
+                  'PairInputs.from_data(data, modalities).side(side)',
+                  DeprecationWarning, stacklevel=2)
+    from ricea_pyg.data.inputs import PairInputs
+    return PairInputs.from_data(data, modalities).side(side)
 
 
 class MultiModalKGPair:

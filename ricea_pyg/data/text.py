@@ -7,6 +7,8 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import torch
 
+from ricea_pyg.io import atomic_save
+
 __all__ = ['TextEncoder', 'SentenceTransformerEncoder', 'CallableEncoder',
            'resolve_text_encoder', 'DEFAULT_TEXT_MODEL']
 
@@ -45,7 +47,7 @@ class TextEncoder:
             path = os.path.join(self.cache_dir,
                                 f'text_{self.cache_key(texts)}.pt')
             if os.path.exists(path):
-                return torch.load(path)
+                return torch.load(path, weights_only=True)
         unique = sorted(set(texts))
         pos = {t: i for i, t in enumerate(unique)}
         emb = self._encode(unique).float().cpu() if unique else torch.zeros(
@@ -55,9 +57,7 @@ class TextEncoder:
             raise ValueError(f'text encoder {self.identifier} produced '
                              'non-finite embeddings')
         if path is not None:
-            tmp = f'{path}.tmp{os.getpid()}'
-            torch.save(out, tmp)
-            os.replace(tmp, path)
+            atomic_save(out, path)
         return out
 
     def __repr__(self) -> str:

@@ -1,9 +1,15 @@
 from ricea_pyg.datasets.dbp15k import DBP15K, read_dbp15k_pair
 from ricea_pyg.datasets.fbdb15k import (
-                                        FBDB15K,
-                                        read_fbdb15k_pair,
-                                        read_openke_kg,
+    FBDB15K,
+    read_fbdb15k_pair,
+    read_openke_kg,
+)
+from ricea_pyg.datasets.registry import (
+    dataset_names,
+    load_dataset,
+    register_dataset,
 )
 
 __all__ = ['DBP15K', 'FBDB15K', 'read_dbp15k_pair', 'read_fbdb15k_pair',
-           'read_openke_kg']
+           'read_openke_kg', 'dataset_names', 'load_dataset',
+           'register_dataset']

@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional
 
 from torch_geometric.data import InMemoryDataset
 
+from ricea_pyg.io import atomic_save
+
 __all__ = ['PairDataset', 'default_cache_root']
 
 
@@ -61,4 +63,8 @@ class PairDataset(InMemoryDataset):
     def _save(self, data) -> None:
         if self.pre_transform is not None:
             data = self.pre_transform(data)
-        self.save([data], self.processed_paths[0])
+        # InMemoryDataset.save's layout, written atomically: a crash or a
+        # second process never leaves a torn cache file.
+        collated, slices = self.collate([data])
+        atomic_save((collated.to_dict(), slices, collated.__class__),
+                    self.processed_paths[0])

@@ -250,12 +250,18 @@ class DBP15K(PairDataset):
         super().__init__(root, options, processed_dir, transform,
                          pre_transform, force_reload, log)
 
+    @staticmethod
+    def required_files(pair: str = 'zh_en',
+                       names: Optional[str] = 'translated') -> List[str]:
+        """The files, relative to :obj:`root`, that a pair needs."""
+        files = [f'{pair}/{f}' for f in _CORE]
+        if names == 'translated':
+            files.append(f'translated_ent_name/dbp_{pair}.json')
+        return files
+
     @property
     def raw_file_names(self) -> List[str]:
-        files = [f'{self.pair}/{f}' for f in _CORE]
-        if self.options['names'] == 'translated':
-            files.append(f'translated_ent_name/dbp_{self.pair}.json')
-        return files
+        return self.required_files(self.pair, self.options['names'])
 
     @property
     def processed_file_names(self) -> List[str]:

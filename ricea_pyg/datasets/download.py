@@ -6,6 +6,8 @@ import os
 import urllib.request
 from typing import Dict, Tuple
 
+from ricea_pyg.io import atomic_write
+
 __all__ = ['download_verified', 'sha256_file', 'ChecksumError']
 
 
@@ -24,26 +26,22 @@ def sha256_file(path: str) -> str:
 def download_verified(url: str, dest: str, sha256: str,
                       timeout: float = 60.0) -> str:
     """Downloads :obj:`url` to :obj:`dest` and checks its SHA-256."""
-    os.makedirs(os.path.dirname(dest) or '.', exist_ok=True)
-    tmp = f'{dest}.part{os.getpid()}'
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, \
-                open(tmp, 'wb') as f:
+    def fetch(f) -> None:
+        h = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=timeout) as r:
             while True:
                 chunk = r.read(1 << 20)
                 if not chunk:
                     break
+                h.update(chunk)
                 f.write(chunk)
-        got = sha256_file(tmp)
-        if got != sha256:
+        got = h.hexdigest()
+        if got != sha256:  # atomic_write then removes the partial file
             raise ChecksumError(f'{url}: SHA-256 {got} does not match the '
                                 f'expected {sha256}; the source changed or '
                                 'the transfer was corrupted. Nothing was '
                                 f'written to {dest}.')
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(dest, fetch)
     return dest
 
 

@@ -2,79 +2,19 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch_geometric.data import HeteroData
 
+from ricea_pyg.data.inputs import PairInputs
 from ricea_pyg.nn.fusion import fusion_resolver
 from ricea_pyg.nn.projection import ModalityProjection
+from ricea_pyg.nn.relational import RelationalAdjacency, RelationAwareEncoder
 from ricea_pyg.nn.structure import CSRAdjacency, GATEncoder
 
-__all__ = ['PairInputs', 'ModelOutput', 'RICEA']
-
-
-@dataclass
-class PairInputs:
-    r"""Both KGs of a pair as one entity table: source rows
-    ``0..N_s-1``, then target rows ``N_s..N_s+N_t-1``.
-
-    Attributes:
-        modalities: Modality order (``graph`` first where used).
-        features: ``{modality: [N_s + N_t, F_m]}`` for the feature
-            modalities.
-        mask: ``[N_s + N_t, M]`` bool, True = present.
-        graph: The disjoint union of both relation graphs.
-        num_source, num_target: :math:`N_s`, :math:`N_t`.
-    """
-    modalities: List[str]
-    features: Dict[str, Tensor]
-    mask: Tensor
-    graph: CSRAdjacency
-    num_source: int
-    num_target: int
-
-    @classmethod
-    def from_data(cls, data: HeteroData,
-                  modalities: Optional[Sequence[str]] = None) -> PairInputs:
-        """From the library's :class:`HeteroData` schema (``docs/data.md``)."""
-        avail = list(data.modalities)
-        mods = list(modalities) if modalities is not None else avail
-        for m in mods:
-            if m not in avail:
-                raise ValueError(f'modality {m!r} is not in this data '
-                                 f'(has {avail})')
-        src, tgt = data['source'], data['target']
-        n_s, n_t = src.num_nodes, tgt.num_nodes
-        feats = {m: torch.cat([src[f'x_{m}'], tgt[f'x_{m}']]).float()
-                 for m in mods if m != 'graph'}
-        mask = torch.stack([torch.cat([src[f'mask_{m}'], tgt[f'mask_{m}']])
-                            for m in mods], dim=1).bool()
-        edges = torch.cat([data['source', 'rel', 'source'].edge_index,
-                           data['target', 'rel', 'target'].edge_index + n_s],
-                          dim=1)
-        return cls(mods, feats, mask, CSRAdjacency(edges, n_s + n_t), n_s,
-                   n_t)
-
-    @property
-    def num_entities(self) -> int:
-        return self.num_source + self.num_target
-
-    def in_channels(self) -> Dict[str, int]:
-        return {m: x.size(1) for m, x in self.features.items()}
-
-    def rows(self, pairs: Tensor) -> Tensor:
-        """``[2, P]`` (source, target) local ids to table rows."""
-        return torch.stack([pairs[0], pairs[1] + self.num_source])
-
-    def to(self, device) -> PairInputs:
-        return PairInputs(self.modalities,
-                          {m: x.to(device) for m, x in self.features.items()},
-                          self.mask.to(device), self.graph.to(device),
-                          self.num_source, self.num_target)
+__all__ = ['ModelOutput', 'RICEA']
 
 
 class ModelOutput(NamedTuple):
@@ -115,7 +55,16 @@ class RICEA(torch.nn.Module):
         gat_layers (int): (default: :obj:`2`)
         gat_heads (int): (default: :obj:`2`)
         gat_diag (bool): Diagonal GAT weights. (default: :obj:`True`)
-        dropout (float): GAT feature dropout. (default: :obj:`0.0`)
+        dropout (float): Structure-encoder feature dropout.
+            (default: :obj:`0.0`)
+        structure_encoder (str): ``'gat'`` (MEAformer's
+            :class:`~ricea_pyg.nn.GATEncoder`) or ``'relational'``
+            (Dual-AMN's relation-aware
+            :class:`~ricea_pyg.nn.RelationAwareEncoder`, with
+            :obj:`gat_layers` layers per view and a linear map to
+            :math:`d`). (default: ``'gat'``)
+        num_relations (int): Relation types of the union graph; needed by
+            ``'relational'``. (default: :obj:`0`)
 
     Shapes:
         - **input:** :class:`PairInputs`, optional row index ``[n]``
@@ -128,7 +77,8 @@ class RICEA(torch.nn.Module):
                  fusion: Any = 'adc',
                  fusion_kwargs: Optional[Dict[str, Any]] = None,
                  gat_layers: int = 2, gat_heads: int = 2,
-                 gat_diag: bool = True, dropout: float = 0.0):
+                 gat_diag: bool = True, dropout: float = 0.0,
+                 structure_encoder: str = 'gat', num_relations: int = 0):
         super().__init__()
         self.modalities = list(modalities)
         self.num_entities, self.channels = num_entities, channels
@@ -136,12 +86,25 @@ class RICEA(torch.nn.Module):
                    if m != 'graph' and m not in in_channels]
         if missing:
             raise ValueError(f'no input size for modalities {missing}')
+        if structure_encoder not in ('gat', 'relational'):
+            raise ValueError(f"structure_encoder must be 'gat' or "
+                             f"'relational' (got {structure_encoder!r})")
+        self.structure_kind = structure_encoder
+        self.entity = self.structure = None
         if 'graph' in self.modalities:
             self.entity = torch.nn.Embedding(num_entities, channels)
-            self.gat = GATEncoder(channels, gat_layers, gat_heads, gat_diag,
-                                  dropout)
-        else:
-            self.entity = self.gat = None
+            if structure_encoder == 'gat':
+                self.structure = GATEncoder(channels, gat_layers, gat_heads,
+                                            gat_diag, dropout)
+            else:
+                if num_relations < 1:
+                    raise ValueError("structure_encoder='relational' needs "
+                                     'num_relations >= 1 (got '
+                                     f'{num_relations}); build the model '
+                                     'with RICEA.from_inputs')
+                self.structure = RelationAwareEncoder(
+                    num_relations, channels, gat_layers,
+                    out_channels=channels, dropout=dropout)
         self.projection = ModalityProjection(
             {m: in_channels[m] for m in self.modalities if m != 'graph'},
             channels)
@@ -154,22 +117,36 @@ class RICEA(torch.nn.Module):
     @classmethod
     def from_inputs(cls, inputs: PairInputs, **kwargs) -> RICEA:
         return cls(inputs.num_entities, inputs.in_channels(),
-                   inputs.modalities, **kwargs)
+                   inputs.modalities, num_relations=inputs.num_relations,
+                   **kwargs)
 
     def reset_parameters(self):
         if self.entity is not None:  # as MEAformer
             torch.nn.init.normal_(self.entity.weight,
                                   std=1.0 / math.sqrt(self.num_entities))
-            self.gat.reset_parameters()
+            self.structure.reset_parameters()
         self.projection.reset_parameters()
         self.fusion.reset_parameters()
+
+    def adjacency(self, inputs: PairInputs
+                  ) -> Union[CSRAdjacency, RelationalAdjacency]:
+        """The structure encoder's prepared graph, built once per
+        :class:`PairInputs` and kept with it."""
+        if self.structure_kind == 'relational':
+            return inputs.cached('relational_adjacency', lambda:
+                                 RelationalAdjacency(
+                                     inputs.edge_index, inputs.edge_type,
+                                     inputs.num_entities,
+                                     inputs.num_relations))
+        return inputs.cached('csr_adjacency', lambda: CSRAdjacency(
+            inputs.edge_index, inputs.num_entities))
 
     def graph_embeddings(self, inputs: PairInputs) -> Optional[Tensor]:
         """The structure encoder on the whole graph, ``[N, d]`` (or None
         without a ``graph`` modality)."""
-        if self.gat is None:
+        if self.structure is None:
             return None
-        return self.gat(self.entity.weight, inputs.graph)
+        return self.structure(self.entity.weight, self.adjacency(inputs))
 
     def modality_embeddings(self, inputs: PairInputs,
                             index: Optional[Tensor] = None,
@@ -224,5 +201,8 @@ class RICEA(torch.nn.Module):
                            torch.cat([p.weights for p in parts]), unc, {})
 
     def __repr__(self) -> str:
+        extra = ('' if self.structure_kind == 'gat' else
+                 f', structure_encoder={self.structure_kind!r}')
         return (f'{self.__class__.__name__}({self.modalities}, '
-                f'channels={self.channels}, fusion={self.fusion})')
+                f'channels={self.channels}{extra}, fusion={self.fusion})')
+

@@ -1,6 +1,13 @@
-from ricea_pyg.train.checkpoint import atomic_save, load_checkpoint
+from ricea_pyg.io import atomic_save
+from ricea_pyg.train.checkpoint import load_checkpoint
 from ricea_pyg.train.config import ConfigError, TrainConfig
+from ricea_pyg.train.iterative import SelfTraining, persisting_pairs
+from ricea_pyg.train.log import RunLog
+from ricea_pyg.train.schedule import StagedSchedule
+from ricea_pyg.train.selection import ModelSelector
 from ricea_pyg.train.trainer import Trainer, build_model, evaluate_embeddings
 
 __all__ = ['TrainConfig', 'ConfigError', 'Trainer', 'build_model',
-           'evaluate_embeddings', 'atomic_save', 'load_checkpoint']
+           'StagedSchedule', 'ModelSelector', 'SelfTraining',
+           'persisting_pairs', 'RunLog', 'evaluate_embeddings', 'atomic_save',
+           'load_checkpoint']

@@ -1,50 +1,70 @@
-"""Atomic checkpoint and output files: a killed run never leaves a torn
-one."""
+"""Checkpoint files: plain tensors and data only, loaded with
+``weights_only=True`` so a checkpoint can never run code. Writing goes
+through :mod:`ricea_pyg.io`."""
 from __future__ import annotations
 
 import os
-import tempfile
-from typing import IO, Any, Callable
+import random
+from typing import Any, Dict
 
+import numpy as np
 import torch
 
-__all__ = ['atomic_write', 'atomic_save', 'load_checkpoint']
+from ricea_pyg.io import atomic_save, atomic_write
+
+__all__ = ['FORMAT_VERSION', 'atomic_write', 'atomic_save',
+           'load_checkpoint', 'rng_state', 'set_rng_state']
+
+#: Bumped when the layout of a checkpoint changes.
+FORMAT_VERSION = 2
 
 
-def atomic_write(path: str, write: Callable[[IO], None],
-                 binary: bool = True) -> None:
-    """Call :obj:`write` on a temporary file in :obj:`path`'s folder, then
-    rename it over :obj:`path` (atomic on POSIX): a killed run leaves the
-    old file or the new one, never a torn one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-',
-                               suffix=os.path.basename(path))
-    try:
-        with (os.fdopen(fd, 'wb') if binary else
-              os.fdopen(fd, 'w', newline='', encoding='utf-8')) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def rng_state() -> Dict[str, Any]:
+    """The torch, Python and numpy global RNG states as tensors and plain
+    values (no pickled objects)."""
+    version, py_keys, py_gauss = random.getstate()
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    return {'torch': torch.get_rng_state(),
+            'python': torch.tensor(py_keys, dtype=torch.int64),
+            'python_version': version, 'python_gauss': py_gauss,
+            'numpy': torch.from_numpy(np_keys.astype(np.int64)),
+            'numpy_pos': int(np_pos), 'numpy_has_gauss': int(np_has_gauss),
+            'numpy_gauss': float(np_gauss)}
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """:func:`torch.save` through :func:`atomic_write`."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restores what :func:`rng_state` returned."""
+    torch.set_rng_state(state['torch'])
+    random.setstate((state['python_version'],
+                     tuple(state['python'].tolist()), state['python_gauss']))
+    np.random.set_state(('MT19937', state['numpy'].numpy().astype(np.uint32),
+                         state['numpy_pos'], state['numpy_has_gauss'],
+                         state['numpy_gauss']))
 
 
 def load_checkpoint(path: str) -> dict:
+    """Loads a checkpoint written by :class:`~ricea_pyg.train.Trainer`,
+    refusing anything that holds more than tensors and plain data."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{path}: checkpoint not found; train first '
                                 '(ricea train ... --out DIR) and pass '
                                 'DIR/best.pt or DIR/last.pt')
     try:
-        return torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # pickle/zip errors have many types
-        raise ValueError(f'{path}: not a readable ricea checkpoint ({e}); '
-                         'pass a file written by ricea train') from None
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # unpickling and zip errors have many types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else \
+            type(e).__name__
+        raise ValueError(f'{path}: refused: not a ricea checkpoint of plain '
+                         f'tensors and data ({reason}); a file that needs '
+                         'Python objects could run code. Pass a file '
+                         'written by ricea train') from None
+    if not isinstance(state, dict) or 'format_version' not in state:
+        raise ValueError(f'{path}: not a ricea checkpoint, or one written '
+                         'before format version 2; retrain with ricea train '
+                         '(ricea-pyg >= 0.2)')
+    if state['format_version'] != FORMAT_VERSION:
+        raise ValueError(f'{path}: checkpoint format version '
+                         f'{state["format_version"]}, this ricea-pyg reads '
+                         f'{FORMAT_VERSION}; use the ricea-pyg that wrote '
+                         'it, or retrain')
+    return state

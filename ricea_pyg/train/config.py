@@ -31,11 +31,14 @@ class TrainConfig:
     gat_heads: int = 2
     gat_diag: bool = True
     dropout: float = 0.0
+    structure_encoder: str = 'gat'  # or 'relational' (Dual-AMN)
     # loss
     tau: float = 0.1
     alpha: float = 0.5
     lambda_tcp: float = 1.0
     uncertainty_weighting: bool = True
+    # Dual-AMN's loss on the graph embedding, every entity a negative.
+    hard_negative_weight: float = 0.0
     # optimisation
     epochs: int = 100
     batch_size: int = 3500
@@ -56,7 +59,8 @@ class TrainConfig:
     # scaled here to the short CPU schedule.
     iter_epochs: int = 10  # second stage length
     iter_every: int = 2
-    iter_add_every: int = 4
+    iter_add_every: int = 4  # a multiple of iter_every
+    iter_persist: int = 2  # consecutive rounds a pair must be found in
     iter_lr_factor: float = 0.2
     iter_threshold: Optional[float] = None
     # output
@@ -68,7 +72,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         positive = ['channels', 'epochs', 'batch_size', 'eval_every',
-                    'iter_every', 'iter_add_every', 'checkpoint_every',
+                    'iter_every', 'iter_add_every', 'iter_persist',
+                    'checkpoint_every',
                     'gat_layers', 'gat_heads']
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -85,6 +90,17 @@ class TrainConfig:
         if self.select_metric not in ('mrr', 'hits@1', 'hits@10'):
             raise ConfigError(f"select_metric must be 'mrr', 'hits@1' or "
                               f"'hits@10' (got {self.select_metric!r})")
+        if self.structure_encoder not in ('gat', 'relational'):
+            raise ConfigError(f"structure_encoder must be 'gat' or "
+                              f"'relational' (got {self.structure_encoder!r})")
+        if self.hard_negative_weight < 0:
+            raise ConfigError(f'hard_negative_weight must be >= 0 (got '
+                              f'{self.hard_negative_weight!r})')
+        if self.iter_add_every % self.iter_every:
+            raise ConfigError(
+                f'iter_add_every ({self.iter_add_every}) must be a multiple '
+                f'of iter_every ({self.iter_every}): pairs are added only '
+                'on a self-training round')
         if self.patience < 0 or self.csls_k < 0:
             raise ConfigError('patience and csls_k must be >= 0')
 

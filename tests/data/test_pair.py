@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ricea_pyg.data import CallableEncoder, MultiModalKGPair, modality_tensors
+from ricea_pyg.data import CallableEncoder, MultiModalKGPair, PairInputs
 
 ALIGN = ('source', 'aligned_with', 'target')
 
@@ -64,7 +64,7 @@ def test_from_files_to_hetero_data(files, tmp_path):
     assert len(enc.calls) == 1
     assert enc.calls[0] == sorted({'Paris', 'France', 'paris', 'france',
                                    'berlin'})
-    xs, mask = modality_tensors(data, 'source')
+    xs, mask = PairInputs.from_data(data).side('source')
     assert list(xs) == ['rel', 'attr', 'img', 'name', 'char']
     assert mask.shape == (3, 6)
 

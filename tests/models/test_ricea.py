@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ricea_pyg.data import synthetic_pair
-from ricea_pyg.models import RICEA, PairInputs
+from ricea_pyg.data import PairInputs, synthetic_pair
+from ricea_pyg.models import RICEA
 from ricea_pyg.nn import FUSIONS
 
 
@@ -25,6 +25,28 @@ def test_pair_inputs(data):
         PairInputs.from_data(data, ['graph', 'video'])
 
 
+def test_pair_inputs_union_graph_keeps_relation_types(data):
+    inp = PairInputs.from_data(data, ['graph', 'rel'])
+    rel_s = data['source', 'rel', 'source']
+    rel_t = data['target', 'rel', 'target']
+    e_s = rel_s.edge_index.size(1)
+    assert torch.equal(inp.edge_index[:, :e_s], rel_s.edge_index)
+    assert torch.equal(inp.edge_index[:, e_s:],
+                       rel_t.edge_index + inp.num_source)
+    shift = int(rel_s.edge_type.max()) + 1
+    assert torch.equal(inp.edge_type[e_s:], rel_t.edge_type + shift)
+    assert inp.num_relations == shift + int(rel_t.edge_type.max()) + 1
+    xs, mask = inp.side('target')
+    assert torch.equal(mask, inp.mask[inp.num_source:])
+    assert torch.equal(xs['rel'], data['target'].x_rel)
+
+
+def test_pair_inputs_old_place_warns():
+    import ricea_pyg.models as models
+    with pytest.warns(DeprecationWarning, match='ricea_pyg.data'):
+        assert models.PairInputs is PairInputs
+
+
 @pytest.mark.parametrize('fusion', sorted(FUSIONS))
 def test_model_fusion_swap(data, fusion):
     inp = PairInputs.from_data(data)
@@ -39,13 +61,15 @@ def test_model_fusion_swap(data, fusion):
     missing = ~inp.mask
     assert (full.weights[missing] == 0).all()
     assert torch.isfinite(full.fused).all()
-    assert fusion in repr(model).lower() or 'Fusion' in repr(model)
+    assert type(model.fusion) is FUSIONS[fusion]
+    assert f'fusion={FUSIONS[fusion].__name__}(' in repr(model)
 
 
 def test_model_graph_only_rows_use_full_graph(data):
     inp = PairInputs.from_data(data, ['graph', 'rel'])
     model = RICEA.from_inputs(inp, channels=8, fusion='concat')
-    g = model.gat(model.entity.weight, inp.graph)
+    g = model.structure(model.entity.weight, model.adjacency(inp))
+    assert model.adjacency(inp) is model.adjacency(inp)  # built once
     idx = torch.tensor([3, 7])
     assert torch.allclose(model.modality_embeddings(inp, idx)[:, 0], g[idx])
 
@@ -63,3 +87,20 @@ def test_embed_in_chunks_equals_one_pass(data):
     assert torch.allclose(one.fused, chunked.fused, atol=1e-6)
     assert torch.allclose(one.weights, chunked.weights, atol=1e-6)
     assert torch.allclose(one.uncertainty, chunked.uncertainty, atol=1e-6)
+
+
+def test_relational_structure_encoder_reads_relation_types(data):
+    inp = PairInputs.from_data(data, ['graph', 'rel'])
+    model = RICEA.from_inputs(inp, channels=8, fusion='concat',
+                              structure_encoder='relational')
+    assert "structure_encoder='relational'" in repr(model)
+    g = model.graph_embeddings(inp)
+    assert g.shape == (inp.num_entities, 8) and torch.isfinite(g).all()
+    # Relabelling the relation types changes the graph embedding.
+    shuffled = PairInputs(**{**inp.__dict__, '_cache': {},
+                             'edge_type': inp.edge_type.flip(0)})
+    assert not torch.allclose(model.graph_embeddings(shuffled), g)
+    with pytest.raises(ValueError, match='num_relations'):
+        RICEA(10, {}, ['graph'], structure_encoder='relational')
+    with pytest.raises(ValueError, match="'gat' or 'relational'"):
+        RICEA(10, {}, ['graph'], structure_encoder='gcn')

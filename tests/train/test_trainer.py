@@ -1,3 +1,4 @@
+import csv
 import math
 import os
 import signal
@@ -9,7 +10,14 @@ import pytest
 import torch
 
 from ricea_pyg.data import synthetic_pair
-from ricea_pyg.train import TrainConfig, Trainer, evaluate_embeddings
+from ricea_pyg.metrics import evaluate_embeddings
+from ricea_pyg.train import (
+    ConfigError,
+    SelfTraining,
+    TrainConfig,
+    Trainer,
+    persisting_pairs,
+)
 
 
 def small_config(**kw):
@@ -39,23 +47,33 @@ def test_schedule_warmup_then_cosine(data):
 
 def test_selection_uses_validation_and_tests_once(data, tmp_path):
     calls = []
+    scores = iter([0.2, 0.9, 0.4])  # the middle evaluation must win
 
     class Recording(Trainer):
         def evaluate(self, split='val', **kw):
             calls.append((split, self.epoch))
-            return super().evaluate(split, **kw)
+            out = super().evaluate(split, **kw)
+            if split == 'val':
+                out['mrr'] = next(scores)
+            return out
 
-    t = Recording(data, small_config(), out_dir=str(tmp_path), log=quiet)
+    t = Recording(data, small_config(epochs=6), out_dir=str(tmp_path),
+                  log=quiet)
     metrics = t.fit()
     test_calls = [c for c in calls if c[0] == 'test']
     assert len(test_calls) == 2  # CSLS and cosine, once each, at the end
     assert all(e == t.total_epochs for _, e in test_calls)
-    assert [e for s, e in calls if s == 'val'] == [1, 3]
+    assert [e for s, e in calls if s == 'val'] == [1, 3, 5]
     for name in ('last.pt', 'best.pt', 'log.csv'):
         assert os.path.isfile(tmp_path / name)
     assert set(metrics['test']) >= {'hits@1', 'hits@10', 'mrr', 'mr',
                                     'r2l_hits@1'}
-    assert metrics['best_epoch'] in (2, 4)
+    assert metrics['best_epoch'] == 4 and metrics['val']['mrr'] == 0.9
+    best = torch.load(tmp_path / 'best.pt', weights_only=True)
+    assert best['epoch'] == 4
+    # The selected weights are the ones tested.
+    for k, v in best['model'].items():
+        assert torch.equal(v, t.model.state_dict()[k])
 
 
 def test_deterministic_with_seed(data):
@@ -87,26 +105,97 @@ def test_iterative_mode_adds_pairs_and_logs_correctness(data):
     c = small_config(epochs=6, iterative=True, iter_epochs=4, iter_every=1,
                      iter_add_every=2, lr=5e-3)
     t = Trainer(data, c, log=logs.append)
-    before = t.train_pairs.size(1)
+    before = t.train_pairs.clone()
     t.fit()
     added = [r for r in t.history if 'added' in r]
-    assert t.train_pairs.size(1) == before + sum(r['added'] for r in added)
-    assert added and all(0 <= r['added_correct'] <= r['added']
-                         for r in added)
+    assert added and t.train_pairs.size(1) == before.size(1) + sum(
+        r['added'] for r in added)
+    assert torch.equal(t.train_pairs[:, :before.size(1)], before)
+    # The logged counts are the gold matches of the pairs actually added.
+    new = t.train_pairs[:, before.size(1):].t().tolist()
+    assert sum(r['added_correct'] for r in added) == sum(
+        t.gold[s] == g for s, g in new)
+    assert len(set(map(tuple, new))) == len(new)  # no pair added twice
     assert any(line.startswith('iterative: added') for line in logs)
     assert t.lr_at(6, 0.0) == 0.0  # stage 2 warms up again, at lr / 5
     assert t.lr_at(7, 0.5) <= 5e-3 * 0.2
 
 
+def test_persisting_pairs_counts_consecutive_rounds():
+    empty = torch.empty(3, 0, dtype=torch.long)
+    r1 = torch.tensor([[0, 1, 2], [5, 6, 7]])
+    streak, ok = persisting_pairs(r1, empty, 2)
+    assert ok.numel() == 0 and streak[2].tolist() == [1, 1, 1]
+    r2 = torch.tensor([[0, 1, 2], [5, 9, 7]])  # (1, 6) became (1, 9)
+    streak, ok = persisting_pairs(r2, streak, 2)
+    assert ok.tolist() == [[0, 2], [5, 7]]
+    assert streak.t().tolist() == [[0, 5, 2], [1, 9, 1], [2, 7, 2]]
+    r3 = torch.tensor([[1], [9]])  # (0, 5) and (2, 7) gone: streaks reset
+    streak, ok = persisting_pairs(r3, streak, 2)
+    assert ok.tolist() == [[1], [9]] and streak.t().tolist() == [[1, 9, 2]]
+    with pytest.raises(ValueError, match='min_rounds'):
+        persisting_pairs(r3, streak, 0)
+
+
+def test_self_training_adds_only_pairs_that_persist(monkeypatch):
+    import ricea_pyg.train.iterative as iterative
+    # Scripted rounds of global (source, target) pairs; an embedding row
+    # holds its entity id, so the fake search maps them to the free rows.
+    rounds = iter([[(0, 0), (1, 1)], [(0, 0), (2, 2)], [(2, 2)],
+                   [(1, 1)]])
+
+    def fake_mnn(source, target, *args, **kwargs):
+        s_row = {int(e): i for i, e in enumerate(source[:, 0])}
+        t_row = {int(e): i for i, e in enumerate(target[:, 0])}
+        return torch.tensor([[s_row[s], t_row[t]] for s, t in next(rounds)
+                             ]).t()
+    monkeypatch.setattr(iterative, 'mutual_nearest_neighbors', fake_mnn)
+    st = SelfTraining(every=1, add_every=1, min_rounds=2)
+    emb = torch.arange(4.0).unsqueeze(1)
+    pairs = torch.empty(2, 0, dtype=torch.long)
+    added = []
+    for epoch in range(4):
+        before = pairs.size(1)
+        pairs, info = st.step(emb, emb, pairs, epoch)
+        added.append(pairs[:, before:].t().tolist())
+    # Round 1 adds nothing, even though an addition is due on every round;
+    # (0, 0) persists in round 2, (2, 2) in round 3; (1, 1) is found in
+    # rounds 1 and 4, never twice in a row.
+    assert added == [[], [[0, 0]], [[2, 2]], []]
+    state = st.state_dict()
+    assert state['streak'].t().tolist() == [[1, 1, 1]]
+    # Once one side has no unaligned entity left, a round finds nothing.
+    every = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    pairs, info = st.step(emb, emb, every, 5)
+    assert info == {'mnn': 0, 'persisting': 0} and torch.equal(pairs, every)
+
+
+def test_iterative_schedule_is_validated():
+    with pytest.raises(ConfigError, match='multiple of iter_every'):
+        small_config(iterative=True, iter_every=2, iter_add_every=3)
+    with pytest.raises(ValueError, match='multiple of every'):
+        SelfTraining(every=3, add_every=4)
+
+
 def test_evaluate_embeddings_candidates():
-    src = torch.eye(4)
-    tgt = torch.eye(4)[[1, 0, 2, 3]]
-    pairs = torch.tensor([[0, 1], [1, 0]])
+    # Source 0's true target is 0; the non-test target 2 is closer.
+    src = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    tgt = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]])
+    pairs = torch.tensor([[0, 1], [0, 1]])
     test = evaluate_embeddings(src, tgt, pairs, csls_k=0, candidates='test')
     every = evaluate_embeddings(src, tgt, pairs, csls_k=0, candidates='all')
-    assert test['hits@1'] == every['hits@1'] == 1.0
+    assert test['hits@1'] == 1.0 and test['mr'] == 1.0
+    assert every['hits@1'] == 0.5 and every['mr'] == 1.5
     with pytest.raises(ValueError, match='candidates'):
         evaluate_embeddings(src, tgt, pairs, candidates='train')
+
+
+def test_evaluate_embeddings_old_place_warns():
+    from ricea_pyg.train import evaluate_embeddings as old
+    pairs = torch.tensor([[0], [0]])
+    with pytest.warns(DeprecationWarning, match='ricea_pyg.metrics'):
+        out = old(torch.eye(2), torch.eye(2), pairs, csls_k=0)
+    assert out['hits@1'] == 1.0
 
 
 def test_resume_refuses_other_settings(data, tmp_path):
@@ -131,26 +220,61 @@ def _metrics(folder):
     return m['val'], m['test'], m['best_epoch']
 
 
-def test_resume_after_kill_matches_uninterrupted(tmp_path):
+# A short first stage leaves the model weak, so pairs keep being found,
+# dropped and added through the whole second stage.
+ITERATIVE = ['--iterative', '--epochs', '3', '--iter-epochs', '27',
+             '--iter-every', '1', '--iter-add-every', '2']
+
+
+@pytest.mark.parametrize('extra', [[], ITERATIVE],
+                         ids=['plain', 'iterative'])
+def test_resume_after_kill_matches_uninterrupted(tmp_path, extra):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     full, killed = str(tmp_path / 'full'), str(tmp_path / 'killed')
-    subprocess.run(TRAIN + ['--out', full], env=env, check=True,
+    cmd = TRAIN + extra
+    subprocess.run(cmd + ['--out', full], env=env, check=True,
                    capture_output=True)
-    proc = subprocess.Popen(TRAIN + ['--out', killed], env=env,
+    proc = subprocess.Popen(cmd + ['--out', killed], env=env,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     log = os.path.join(killed, 'log.csv')
+    # Kill inside stage 2 of the iterative run, where pairs are pending.
+    lines = 8 if extra else 5
     deadline = time.time() + 120
-    while time.time() < deadline:  # kill once a few epochs are logged
-        if os.path.isfile(log) and sum(1 for _ in open(log)) > 5:
+    while time.time() < deadline:  # kill once enough epochs are logged
+        if os.path.isfile(log) and sum(1 for _ in open(log)) > lines:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.isfile(os.path.join(killed, 'metrics.json')), \
         'the run finished before it could be killed'
-    state = torch.load(os.path.join(killed, 'last.pt'), weights_only=False)
+    state = torch.load(os.path.join(killed, 'last.pt'), weights_only=True)
     assert 0 < state['epoch'] < 30
-    subprocess.run(TRAIN + ['--out', killed, '--resume'], env=env,
+    if extra:  # killed in stage 2, after pairs were added
+        seeds = 450  # 30 % of the 1,500 synthetic pairs
+        assert state['epoch'] > 3 and state['train_pairs'].size(1) > seeds
+    subprocess.run(cmd + ['--out', killed, '--resume'], env=env,
                    check=True, capture_output=True)
     assert _metrics(killed) == _metrics(full)
+    if extra:
+        with open(os.path.join(full, 'log.csv')) as f:
+            assert any(r['added'] for r in csv.DictReader(f))
+
+
+def test_relational_encoder_with_hard_negatives_trains(data):
+    def run(weight):
+        t = Trainer(data, small_config(epochs=2, structure_encoder='relational',
+                                       hard_negative_weight=weight),
+                    log=quiet)
+        t.fit()
+        return t
+    with_hard, without = run(1.0), run(0.0)
+    hard = [r['hard_negative'] for r in with_hard.history]
+    assert len(hard) == 2 and all(math.isfinite(h) for h in hard)
+    assert 'hard_negative' not in without.history[0]
+    # The term reaches the entity table and the relation table.
+    for name in ('entity.weight', 'structure.rel_emb'):
+        a = dict(with_hard.model.named_parameters())[name]
+        b = dict(without.model.named_parameters())[name]
+        assert not torch.allclose(a, b)

@@ -1,0 +1,148 @@
+r"""Self-training (iterative mode): mutual nearest neighbours among the
+unaligned entities that persist across rounds join the training pairs, as in
+MEAformer's iterative protocol."""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ricea_pyg.data.split import unaligned_entities
+from ricea_pyg.search.csls import mutual_nearest_neighbors
+
+__all__ = ['persisting_pairs', 'SelfTraining']
+
+
+def persisting_pairs(found: Tensor, streak: Tensor, min_rounds: int
+                     ) -> Tuple[Tensor, Tensor]:
+    r"""Decides which pseudo-pairs may be added: those found in at least
+    :obj:`min_rounds` consecutive rounds.
+
+    Args:
+        found (Tensor): ``[2, P]`` (source, target) pairs found this round.
+        streak (Tensor): ``[3, Q]`` (source, target, rounds) before this
+            round: each pair and how many consecutive rounds found it.
+        min_rounds (int): Consecutive rounds a pair needs.
+
+    Returns:
+        ``(streak [3, P], eligible [2, K])``: the updated streak (pairs not
+        found this round drop out) and the pairs that persisted long enough,
+        sorted by (source, target).
+    """
+    if min_rounds < 1:
+        raise ValueError(f'min_rounds must be at least 1 (got {min_rounds})')
+    before = {(s, t): n for s, t, n in streak.t().tolist()}
+    pairs = sorted(set(map(tuple, found.t().tolist())))
+    rows = [(s, t, before.get((s, t), 0) + 1) for s, t in pairs]
+    new = (torch.tensor(rows, dtype=torch.long).t() if rows else
+           torch.empty(3, 0, dtype=torch.long))
+    return new, new[:2, new[2] >= min_rounds]
+
+
+class SelfTraining:
+    r"""The rounds of iterative mode and their state.
+
+    Every :obj:`every` epochs of the second stage a round finds the mutual
+    nearest neighbours among the entities no training pair covers; every
+    :obj:`add_every` epochs the pairs that :func:`persisting_pairs` accepts
+    join the training pairs.
+
+    Args:
+        every (int): Epochs between rounds. (default: :obj:`2`)
+        add_every (int): Epochs between additions; a multiple of
+            :obj:`every`. (default: :obj:`4`)
+        min_rounds (int): Consecutive rounds a pair must be found in before
+            it is added. (default: :obj:`2`)
+        csls_k (int): CSLS neighbourhood of the nearest-neighbour search; 0
+            for cosine. (default: :obj:`3`)
+        threshold (float, optional): Minimum score of a mutual pair.
+            (default: :obj:`None`)
+        progress (bool): Progress bars in the search. (default:
+            :obj:`False`)
+    """
+
+    def __init__(self, every: int = 2, add_every: int = 4,
+                 min_rounds: int = 2, csls_k: int = 3,
+                 threshold: Optional[float] = None, progress: bool = False):
+        if every < 1 or add_every < 1:
+            raise ValueError(f'every and add_every must be at least 1 (got '
+                             f'{every}, {add_every})')
+        if add_every % every:
+            raise ValueError(
+                f'add_every ({add_every}) must be a multiple of every '
+                f'({every}): pairs are added only on a round, so otherwise '
+                f'they would wait for the least common multiple')
+        if min_rounds < 1:
+            raise ValueError(f'min_rounds must be at least 1 (got '
+                             f'{min_rounds})')
+        self.every, self.add_every, self.min_rounds = every, add_every, \
+            min_rounds
+        self.csls_k, self.threshold, self.progress = csls_k, threshold, \
+            progress
+        self.streak = torch.empty(3, 0, dtype=torch.long)
+
+    @classmethod
+    def from_config(cls, config) -> SelfTraining:
+        return cls(config.iter_every, config.iter_add_every,
+                   config.iter_persist, config.csls_k, config.iter_threshold,
+                   config.progress)
+
+    def is_round(self, stage_epoch: int) -> bool:
+        """Whether a round runs after 0-based epoch :obj:`stage_epoch` of the
+        second stage."""
+        return (stage_epoch + 1) % self.every == 0
+
+    def step(self, source: Tensor, target: Tensor, train_pairs: Tensor,
+             stage_epoch: int, gold: Optional[Mapping[int, int]] = None
+             ) -> Tuple[Tensor, Dict[str, int]]:
+        """One round on the current embeddings.
+
+        Args:
+            source (Tensor): ``[N_s, d]`` source embeddings.
+            target (Tensor): ``[N_t, d]`` target embeddings.
+            train_pairs (Tensor): ``[2, P]`` current training pairs.
+            stage_epoch (int): 0-based epoch within the second stage.
+            gold (dict, optional): Source → true target, only to count how
+                many added pairs are right (never used to choose them).
+
+        Returns:
+            ``(train_pairs, info)``: the pairs after this round, and counts
+            for the log (``mnn``, ``persisting``, and on additions ``added``
+            and, with :obj:`gold`, ``added_correct``).
+        """
+        free_s, free_t = unaligned_entities(train_pairs, source.size(0),
+                                            target.size(0))
+        if free_s.numel() and free_t.numel():
+            mnn = mutual_nearest_neighbors(
+                source[free_s.to(source.device)], target[free_t.to(
+                    target.device)], self.csls_k, self.threshold,
+                progress=self.progress).cpu()
+        else:  # every entity of one side is aligned already
+            mnn = torch.empty(2, 0, dtype=torch.long)
+        found = torch.stack([free_s[mnn[0]], free_t[mnn[1]]])
+        self.streak, eligible = persisting_pairs(found, self.streak,
+                                                 self.min_rounds)
+        info = {'mnn': found.size(1), 'persisting': eligible.size(1)}
+        if (stage_epoch + 1) % self.add_every == 0 and eligible.numel():
+            train_pairs = torch.cat([train_pairs, eligible.to(
+                train_pairs.device)], dim=1)
+            added = set(map(tuple, eligible.t().tolist()))
+            keep = [(s, t) not in added for s, t in
+                    self.streak[:2].t().tolist()]
+            self.streak = self.streak[:, torch.tensor(keep, dtype=torch.bool)]
+            info['added'] = eligible.size(1)
+            if gold is not None:
+                info['added_correct'] = sum(gold.get(s) == t for s, t in
+                                            eligible.t().tolist())
+        return train_pairs, info
+
+    def state_dict(self) -> Dict[str, Tensor]:
+        return {'streak': self.streak}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        self.streak = state['streak']
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(every={self.every}, '
+                f'add_every={self.add_every}, min_rounds={self.min_rounds})')

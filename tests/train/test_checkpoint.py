@@ -1,0 +1,66 @@
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from ricea_pyg.io import atomic_save
+from ricea_pyg.train.checkpoint import (
+    FORMAT_VERSION,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='train first'):
+        load_checkpoint(str(tmp_path / 'none.pt'))
+    bad = tmp_path / 'bad.pt'
+    bad.write_text('not a checkpoint')
+    with pytest.raises(ValueError, match='refused'):
+        load_checkpoint(str(bad))
+    old = str(tmp_path / 'old.pt')
+    atomic_save({'model': {}}, old)  # no format version
+    with pytest.raises(ValueError, match='retrain'):
+        load_checkpoint(old)
+    future = str(tmp_path / 'future.pt')
+    atomic_save({'format_version': FORMAT_VERSION + 1}, future)
+    with pytest.raises(ValueError, match='format version'):
+        load_checkpoint(future)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ('EVIL CODE RAN',))
+
+
+def test_pickled_code_never_runs(tmp_path):
+    path = str(tmp_path / 'evil.pt')
+    torch.save({'format_version': FORMAT_VERSION, 'x': _Evil()}, path)
+    code = ('import sys; from ricea_pyg.train.checkpoint import '
+            'load_checkpoint\ntry:\n    load_checkpoint(sys.argv[1])\n'
+            'except ValueError as e:\n    print("refused:", e)')
+    out = subprocess.run([sys.executable, '-c', code, path],
+                         capture_output=True, text=True, check=True).stdout
+    assert 'EVIL CODE RAN' not in out and out.startswith('refused:')
+
+
+def test_rng_state_roundtrip_through_a_weights_only_file(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.gauss(0, 1)  # leaves a cached gaussian in Python's state
+    path = str(tmp_path / 'rng.pt')
+    atomic_save({'format_version': FORMAT_VERSION, 'rng': rng_state()},
+                path)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item(),
+                random.gauss(0, 1))
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    set_rng_state(load_checkpoint(path)['rng'])
+    assert (random.random(), np.random.rand(), torch.rand(1).item(),
+            random.gauss(0, 1)) == expected

@@ -13,6 +13,7 @@ setup(
         'torch>=2.1,<3',
         'torch-geometric>=2.6',
         'numpy',
+        'scipy',  # one-to-one assignment (Hungarian)
         'tqdm',
     ],
     entry_points={'console_scripts': ['ricea=ricea_pyg.cli:main']},

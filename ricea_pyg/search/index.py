@@ -12,6 +12,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ricea_pyg.io import atomic_save, atomic_write
+
 __all__ = ['AlignmentIndex', 'faiss_available', 'torch_topk']
 
 try:  # faiss-cpu or faiss-gpu; both are optional
@@ -282,15 +284,18 @@ class AlignmentIndex:
         meta = dict(kind=self.kind, chosen=self.chosen, metric=self.metric,
                     backend=self.backend, ntotal=self.ntotal,
                     ef_search=self.ef_search, batch_size=self.batch_size)
+        # meta.json last: a folder without it is an unfinished save.
         if self.backend == 'torch':
-            torch.save(self._base.cpu(), os.path.join(path, 'base.pt'))
+            atomic_save(self._base.cpu(), os.path.join(path, 'base.pt'))
         else:
             index = self._index
             if self._gpu is not None:
                 index = faiss.index_gpu_to_cpu(index)
-            faiss.write_index(index, os.path.join(path, 'index.faiss'))
-        with open(os.path.join(path, 'meta.json'), 'w') as f:
-            json.dump(meta, f)
+            blob = faiss.serialize_index(index)
+            atomic_write(os.path.join(path, 'index.faiss'),
+                         lambda f: f.write(blob.tobytes()))
+        atomic_write(os.path.join(path, 'meta.json'),
+                     lambda f: json.dump(meta, f), binary=False)
 
     @classmethod
     def load(cls, path: str, progress: Optional[bool] = None
@@ -305,7 +310,8 @@ class AlignmentIndex:
         index.chosen, index.ntotal = meta['chosen'], meta['ntotal']
         index.device = torch.device('cpu')
         if meta['backend'] == 'torch':
-            index._base = torch.load(os.path.join(path, 'base.pt'))
+            index._base = torch.load(os.path.join(path, 'base.pt'),
+                                     weights_only=True)
         else:
             index._index = faiss.read_index(os.path.join(path,
                                                          'index.faiss'))

@@ -25,6 +25,7 @@ from ricea_pyg.data.errors import DataFormatError
 from ricea_pyg.data.schema import ALIGN
 from ricea_pyg.datasets.registry import dataset_names, load_dataset
 from ricea_pyg.io import atomic_write
+from ricea_pyg.metrics import CANDIDATE_PROTOCOLS
 from ricea_pyg.train.checkpoint import load_checkpoint
 from ricea_pyg.train.config import ConfigError, TrainConfig
 
@@ -62,11 +63,6 @@ def _data_spec(args, saved: Optional[Dict[str, Any]] = None
         if value is not None:
             spec[key] = value
     return spec
-
-
-def load_data(spec: Dict[str, Any]):
-    """The :class:`HeteroData` a run trains on, from its data spec."""
-    return load_dataset(spec)
 
 
 # -- config flags ------------------------------------------------------------
@@ -114,7 +110,7 @@ def cmd_train(args) -> Dict:
     start = time.perf_counter()
     config = _config(args)
     spec = _data_spec(args)
-    data = load_data(spec)
+    data = load_dataset(spec)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out
@@ -146,7 +142,7 @@ def _restore(args):
         with open(run_file) as f:
             saved = json.load(f)['data']
     spec = _data_spec(args, saved)
-    data = load_data(spec)
+    data = load_dataset(spec)
     config = TrainConfig.from_dict(state['config'], source=args.checkpoint)
     inputs = PairInputs.from_data(data, state.get('modalities',
                                                   config.modalities))
@@ -187,6 +183,9 @@ def cmd_align(args) -> str:
     s_ids, t_ids = unaligned_entities(data[ALIGN].train_index, n_s,
                                       inputs.num_target)
     csls = config.csls_k if args.csls_k is None else args.csls_k
+    if args.threshold is not None and not args.one_to_one:
+        raise CLIError('--threshold applies to --one-to-one only; add '
+                       '--one-to-one or drop --threshold')
     s_uri, t_uri = entity_uris(data, 'source'), entity_uris(data, 'target')
     if args.one_to_one:
         rows, header = _one_to_one_rows(emb[:n_s], emb[n_s:], s_ids, t_ids,
@@ -262,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == 'evaluate':
             c.add_argument('--split', choices=['val', 'test'],
                            default='test')
-            c.add_argument('--candidates', choices=['test', 'all'],
+            c.add_argument('--candidates', choices=CANDIDATE_PROTOCOLS,
                            default='test')
         if name == 'align':
             c.add_argument('--output', required=True, help='TSV file')

@@ -45,6 +45,8 @@ def explain_model(model: RICEA, data: HeteroData, inputs: PairInputs,
             (default: :obj:`3`)
     """
     out = model.embed(inputs)
+    out = out._replace(**{k: v.cpu() for k, v in out._asdict().items()
+                          if isinstance(v, Tensor)})
     n_s, mods = inputs.num_source, inputs.modalities
     test = data[ALIGN].test_index
     _, top = csls_search(out.fused[:n_s][test[0]], out.fused[n_s:][test[1]],

@@ -1,4 +1,6 @@
-r"""Alignment losses (method.md, "Losses").
+r"""Alignment losses: RICEA's (`ACL 2025
+<https://aclanthology.org/2025.acl-long.1384/>`_, on MEAformer's
+contrastive objective) and Dual-AMN's hard-negative loss.
 
 The in-batch candidate set is defined by :func:`in_batch_logits` (the
 readable form) and computed by :func:`icl_terms` (tested equal, no ``[B, 2B]``
@@ -256,7 +258,8 @@ class UncertaintyWeighting(torch.nn.Module):
 
 
 class RICEALoss(torch.nn.Module):
-    r"""The training objective of method.md:
+    r"""The training objective of RICEA (`ACL 2025
+    <https://aclanthology.org/2025.acl-long.1384/>`_):
 
     .. math::
         \mathcal{L} = \mathcal{L}_{joint} + \mathrm{UW}(\mathcal{L}_{in})

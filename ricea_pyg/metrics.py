@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ricea_pyg.search.assignment import (
     one_to_one_assignment,
+    one_to_one_hits,
     pair_precision_recall,
 )
 from ricea_pyg.search.csls import true_ranks
@@ -112,11 +113,12 @@ def evaluate_embeddings(source: Tensor, target: Tensor, pairs: Tensor,
                          f'(got {candidates!r})')
     out = alignment_metrics(source, target, pairs, csls_k=csls_k,
                             candidates=cand)
-    if one_to_one:
-        s_ids, t_ids = (None, None) if cand is None else (
-            torch.unique(pairs[0]), torch.unique(pairs[1]))
-        result = one_to_one_assignment(source, target, s_ids, t_ids,
+    if one_to_one and cand is None:  # whole KGs: sparse Sinkhorn scales
+        result = one_to_one_assignment(source, target, method='sinkhorn',
                                        csls_k=csls_k)
         out['one_to_one_hits@1'] = pair_precision_recall(result.pairs,
                                                          pairs)['recall']
+    elif one_to_one:
+        out['one_to_one_hits@1'] = one_to_one_hits(source, target, pairs,
+                                                   csls_k=csls_k)
     return out

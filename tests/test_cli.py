@@ -76,6 +76,7 @@ def test_align_one_to_one_exports_distinct_targets(run, tmp_path):
                  '--threshold', '2.0']) == 0  # above any cosine
     with open(path) as f:
         assert len(list(csv.reader(f, delimiter='\t'))) == 1
+    assert main(['align', best, '--output', path, '--threshold', '0.5']) == 2
 
 
 def test_explain_writes_csv_and_plots(run, tmp_path):

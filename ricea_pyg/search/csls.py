@@ -166,6 +166,8 @@ def _row_sums(x: Tensor, ones: Tensor) -> Tensor:
     # faster than summing a bool mask), in column blocks that keep every
     # partial sum an exactly representable integer.
     out = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+    if x.size(1) == 0:  # an empty shard: nothing above, nothing tied
+        return out
     for c in range(0, x.size(1), ones.numel()):
         block = x[:, c:c + ones.numel()]
         out += (block @ ones[:block.size(1)]).long()

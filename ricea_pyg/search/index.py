@@ -285,6 +285,9 @@ class AlignmentIndex:
                     backend=self.backend, ntotal=self.ntotal,
                     ef_search=self.ef_search, batch_size=self.batch_size)
         # meta.json last: a folder without it is an unfinished save.
+        meta_path = os.path.join(path, 'meta.json')
+        if os.path.exists(meta_path):
+            os.remove(meta_path)
         if self.backend == 'torch':
             atomic_save(self._base.cpu(), os.path.join(path, 'base.pt'))
         else:
@@ -294,8 +297,7 @@ class AlignmentIndex:
             blob = faiss.serialize_index(index)
             atomic_write(os.path.join(path, 'index.faiss'),
                          lambda f: f.write(blob.tobytes()))
-        atomic_write(os.path.join(path, 'meta.json'),
-                     lambda f: json.dump(meta, f), binary=False)
+        atomic_write(meta_path, lambda f: json.dump(meta, f), binary=False)
 
     @classmethod
     def load(cls, path: str, progress: Optional[bool] = None

@@ -10,21 +10,20 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from ricea_pyg.io import atomic_save, atomic_write
-
-__all__ = ['FORMAT_VERSION', 'atomic_write', 'atomic_save',
-           'load_checkpoint', 'rng_state', 'set_rng_state']
+__all__ = ['FORMAT_VERSION', 'load_checkpoint', 'rng_state', 'set_rng_state']
 
 #: Bumped when the layout of a checkpoint changes.
 FORMAT_VERSION = 2
 
 
 def rng_state() -> Dict[str, Any]:
-    """The torch, Python and numpy global RNG states as tensors and plain
-    values (no pickled objects)."""
+    """The torch (CPU and every CUDA device), Python and numpy global RNG
+    states as tensors and plain values (no pickled objects)."""
     version, py_keys, py_gauss = random.getstate()
     _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     return {'torch': torch.get_rng_state(),
+            'cuda': (torch.cuda.get_rng_state_all()
+                     if torch.cuda.is_available() else []),
             'python': torch.tensor(py_keys, dtype=torch.int64),
             'python_version': version, 'python_gauss': py_gauss,
             'numpy': torch.from_numpy(np_keys.astype(np.int64)),
@@ -35,6 +34,8 @@ def rng_state() -> Dict[str, Any]:
 def set_rng_state(state: Dict[str, Any]) -> None:
     """Restores what :func:`rng_state` returned."""
     torch.set_rng_state(state['torch'])
+    if state.get('cuda') and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
     random.setstate((state['python_version'],
                      tuple(state['python'].tolist()), state['python_gauss']))
     np.random.set_state(('MT19937', state['numpy'].numpy().astype(np.uint32),

@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 class TrainConfig:
     r"""Everything a training run depends on (saved with each checkpoint).
 
-    Defaults follow method.md's protocol (MEAformer's) except the length,
+    Defaults follow MEAformer's training protocol except the length,
     which is sized for a CPU run; see ``docs/pipeline.md``.
     """
     # model
@@ -53,9 +53,9 @@ class TrainConfig:
     select_metric: str = 'mrr'
     csls_k: int = 3
     candidates: str = 'test'  # 'test' (standard protocol) or 'all'
-    # iterative mode (method.md)
+    # iterative mode (MEAformer's protocol)
     iterative: bool = False
-    # method.md: MNN every 5 epochs, add every 50, over hundreds of epochs;
+    # MEAformer: MNN every 5 epochs, add every 50, over hundreds of epochs;
     # scaled here to the short CPU schedule.
     iter_epochs: int = 10  # second stage length
     iter_every: int = 2
@@ -96,6 +96,11 @@ class TrainConfig:
         if self.hard_negative_weight < 0:
             raise ConfigError(f'hard_negative_weight must be >= 0 (got '
                               f'{self.hard_negative_weight!r})')
+        if (self.hard_negative_weight > 0 and self.modalities is not None
+                and 'graph' not in self.modalities):
+            raise ConfigError('hard_negative_weight acts on the graph '
+                              "embedding: add 'graph' to modalities or set "
+                              'it to 0')
         if self.iter_add_every % self.iter_every:
             raise ConfigError(
                 f'iter_add_every ({self.iter_add_every}) must be a multiple '

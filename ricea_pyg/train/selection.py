@@ -27,6 +27,7 @@ class ModelSelector:
                                      'val': {}}
         self.best_state: Optional[Dict[str, torch.Tensor]] = None
         self.evals_since_best = 0
+        self.stage = 1
         self.stopped: Dict[int, bool] = {1: False, 2: False}
 
     def update(self, epoch: int, stage: int, val: Dict[str, float],
@@ -35,6 +36,8 @@ class ModelSelector:
         the 1-based :obj:`epoch`; returns whether it is the new best (then
         its state is kept). Marks :obj:`stage` stopped once patience runs
         out."""
+        if stage != self.stage:  # patience counts within a stage
+            self.stage, self.evals_since_best = stage, 0
         score = val[self.metric]
         if score > self.best['score']:
             self.best = {'score': score, 'epoch': epoch, 'val': dict(val)}
@@ -49,11 +52,13 @@ class ModelSelector:
     def state_dict(self) -> Dict[str, Any]:
         return {'best': self.best, 'best_state': self.best_state,
                 'evals_since_best': self.evals_since_best,
+                'stage': self.stage,
                 'stopped': {str(k): v for k, v in self.stopped.items()}}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.best, self.best_state = state['best'], state['best_state']
         self.evals_since_best = state['evals_since_best']
+        self.stage = state['stage']
         self.stopped = {int(k): v for k, v in state['stopped'].items()}
 
     def __repr__(self) -> str:

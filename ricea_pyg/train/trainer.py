@@ -294,12 +294,14 @@ class Trainer:
                    **self.train_epoch()}
             row['train_pairs'] = self.train_pairs.size(1)
             row['time_s'] = time.perf_counter() - t0
+            emb = None  # embeddings of this epoch's weights, made once
             if stage == 2 and self.self_training.is_round(
                     sched.stage_epoch(self.epoch)):
-                row.update(self._self_training_round())
+                emb = self.embeddings()
+                row.update(self._self_training_round(emb))
             if ((self.epoch + 1) % c.eval_every == 0
                     or sched.is_last_of_stage(self.epoch)):
-                row.update(self._validate(stage))
+                row.update(self._validate(stage, emb))
             self.log(self._line(row))
             self.epoch += 1
             bar.update(1)
@@ -310,8 +312,8 @@ class Trainer:
         self._checkpoint()
         return self._finish(time.perf_counter() - start)
 
-    def _self_training_round(self) -> Dict[str, int]:
-        src, tgt, _ = self.embeddings()
+    def _self_training_round(self, embeddings) -> Dict[str, int]:
+        src, tgt, _ = embeddings
         self.train_pairs, info = self.self_training.step(
             src, tgt, self.train_pairs,
             self.schedule.stage_epoch(self.epoch), gold=self.gold)
@@ -322,8 +324,8 @@ class Trainer:
                      f'{self.train_pairs.size(1)} training pairs')
         return info
 
-    def _validate(self, stage: int) -> Dict[str, float]:
-        val = self.evaluate('val')
+    def _validate(self, stage: int, embeddings=None) -> Dict[str, float]:
+        val = self.evaluate('val', embeddings=embeddings)
         if self.selector.update(self.epoch + 1, stage, val, self.model):
             self._save_best(val)
         elif self.selector.stopped[stage]:

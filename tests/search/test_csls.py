@@ -242,3 +242,17 @@ def test_rank_counts_on_cuda_equal_dense(bias):
     assert higher.is_cuda
     assert torch.equal(higher.cpu(), ref_higher)
     assert torch.equal(ties.cpu(), ref_ties)
+
+
+def test_rank_counts_on_an_empty_shard():
+    from ricea_pyg.search import rank_counts
+    queries = torch.randn(3, 4)
+    calls = []
+
+    def reduce_true(true):  # a shard must still join every reduction
+        calls.append(true.clone())
+        return torch.zeros_like(true)
+    higher, ties = rank_counts(queries, torch.empty(0, 4),
+                               torch.full((3,), -1), reduce_true=reduce_true)
+    assert higher.tolist() == [0, 0, 0] and ties.tolist() == [0, 0, 0]
+    assert len(calls) == 1 and torch.isinf(calls[0]).all()

@@ -278,3 +278,24 @@ def test_relational_encoder_with_hard_negatives_trains(data):
         a = dict(with_hard.model.named_parameters())[name]
         b = dict(without.model.named_parameters())[name]
         assert not torch.allclose(a, b)
+
+
+def test_model_selector_patience_restarts_in_each_stage():
+    from ricea_pyg.train import ModelSelector
+    sel = ModelSelector('mrr', patience=2)
+    model = torch.nn.Linear(1, 1)
+    for score in (0.5, 0.4, 0.3):
+        sel.update(1, 1, {'mrr': score}, model)
+    assert sel.stopped == {1: True, 2: False}
+    sel.update(5, 2, {'mrr': 0.45}, model)  # one miss in stage 2 only
+    assert sel.stopped[2] is False
+    sel.update(6, 2, {'mrr': 0.44}, model)
+    assert sel.stopped[2] is True and sel.best['epoch'] == 1
+    again = ModelSelector('mrr', patience=2)
+    again.load_state_dict(sel.state_dict())
+    assert again.state_dict() == sel.state_dict()
+
+
+def test_hard_negatives_need_the_graph_modality():
+    with pytest.raises(ConfigError, match="add 'graph'"):
+        small_config(modalities=['rel'], hard_negative_weight=1.0)

@@ -3,8 +3,9 @@
 The entity table, `RelationAwareEncoder` (relation embeddings, relational
 reflection, relation-conditioned attention, entity and relation views, all
 layers concatenated) and `dual_amn_loss` (every entity of the other KG a
-negative), RMSprop; the model is selected on the validation pairs (CSLS
-MRR), the test pairs are read once at the end. Optional bootstrapping:
+negative, or with --negatives both every entity of both KGs), RMSprop;
+the model is selected on the validation pairs (CSLS MRR), the test pairs
+are read once at the end. Optional bootstrapping:
 rounds that add mutual nearest neighbours among unaligned entities
 (`SelfTraining`), each followed by more epochs.
 
@@ -83,9 +84,15 @@ def run(pair: str, seed: int, args, device) -> dict:
             for i in range(0, train.size(1), args.batch_size):
                 b = train[:, perm[i:i + args.batch_size]].to(device)
                 g = model(graph)
-                loss = dual_amn_loss(g[b[0]], g[b[1] + n_s], g[:n_s],
-                                     g[n_s:], source_index=b[0],
-                                     target_index=b[1])
+                if args.negatives == 'both':  # Dual-AMN: every entity
+                    rows = torch.stack([b[0], b[1] + n_s], 1)
+                    loss = dual_amn_loss(g[b[0]], g[b[1] + n_s], g, g,
+                                         source_index=rows,
+                                         target_index=rows)
+                else:  # the other KG's entities only
+                    loss = dual_amn_loss(g[b[0]], g[b[1] + n_s], g[:n_s],
+                                         g[n_s:], source_index=b[0],
+                                         target_index=b[1])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -156,6 +163,9 @@ def main() -> None:
     p.add_argument('--batch-size', type=int, default=1024)
     p.add_argument('--eval-every', type=int, default=5)
     p.add_argument('--csls-k', type=int, default=10)
+    p.add_argument('--negatives', choices=['other', 'both'],
+                   default='both', help="negatives from the other KG or "
+                   "from both (Dual-AMN's choice)")
     p.add_argument('--results', default=None, help='JSON lines file')
     args = p.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

@@ -358,11 +358,13 @@ def _check_rows(name: str, x: Tensor, dim: int) -> None:
 
 def _check_ids(name: str, ids: Optional[Tensor], batch: int, num: int,
                ndim: int) -> None:
+    # ndim 2: [B, K] negatives (-1 = missing); 1: [B] or [B, J] exclusions.
     if ids is None:
         return
-    if ids.dtype not in (torch.long, torch.int) or ids.dim() != ndim or \
-            ids.size(0) != batch:
-        want = '[B, K]' if ndim == 2 else '[B]'
+    dims = (2,) if ndim == 2 else (1, 2)
+    if ids.dtype not in (torch.long, torch.int) or ids.dim() not in dims \
+            or ids.size(0) != batch:
+        want = '[B, K]' if ndim == 2 else '[B] or [B, J]'
         raise ValueError(f'{name} must be an integer tensor {want} with '
                          f'B = {batch} (got {ids.dtype} {tuple(ids.shape)})')
     low = -1 if ndim == 2 else 0  # -1 marks a missing negative
@@ -382,15 +384,16 @@ def _standardised_lse(query: Tensor, pos: Tensor, table: Tensor,
         valid = None
         if exclude is not None:
             valid = torch.ones_like(dist, dtype=torch.bool)
-            valid[torch.arange(dist.size(0), device=dist.device),
-                  exclude] = False
+            rows = torch.arange(dist.size(0), device=dist.device)
+            valid[rows.view(-1, 1), exclude.view(dist.size(0), -1)] = False
     else:  # the [B, K] chosen rows only
         valid = ids >= 0
         ids = ids.clamp_min(0)
         dot = torch.einsum('bd,bkd->bk', query, table[ids])
         dist = q_sq + t_sq[ids] - 2 * dot
         if exclude is not None:
-            valid &= ids != exclude.view(-1, 1)
+            valid &= (ids.unsqueeze(-1) != exclude.view(ids.size(0), 1, -1)
+                      ).all(-1)
     if valid is not None and not valid.any(1).all():
         raise ValueError('a query has no negative candidate left (all ids '
                          'are -1 or its counterpart): pass more candidates')
@@ -461,10 +464,12 @@ def dual_amn_loss(source: Tensor, target: Tensor, source_candidates: Tensor,
         target_candidates (Tensor): ``[N_t, d]`` target-side entities,
             candidates of the source queries.
         source_index (Tensor, optional): ``[B]`` row of each pair's source
-            in :obj:`source_candidates` (excluded for its target query).
-            (default: :obj:`None`)
-        target_index (Tensor, optional): ``[B]`` row of each pair's target
-            in :obj:`target_candidates`. (default: :obj:`None`)
+            in :obj:`source_candidates` (excluded for its target query), or
+            ``[B, J]`` rows to exclude: with both KGs in one table (Dual-AMN's
+            setting) pass the rows of the source and of the target, so the
+            query itself is no negative either. (default: :obj:`None`)
+        target_index (Tensor, optional): ``[B]`` or ``[B, J]``, the same for
+            :obj:`target_candidates`. (default: :obj:`None`)
         source_negatives (Tensor, optional): ``[B, K]`` rows of
             :obj:`source_candidates` for each target query (default: all).
         target_negatives (Tensor, optional): ``[B, K]`` rows of

@@ -133,3 +133,28 @@ def test_hard_negative_ids(prebuilt):
     assert torch.equal(ids, ref.topk(3, largest=False).indices)
     with pytest.raises(ValueError, match="metric='l2'"):
         hard_negative_ids(queries, AlignmentIndex('flat').add(cand), 3)
+
+
+def test_both_kgs_in_one_table_exclude_the_query_and_its_counterpart():
+    from ricea_pyg.loss import dual_amn_loss
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(12, 5, generator=gen, requires_grad=True)
+    l_rows, r_rows = torch.tensor([0, 2, 4]), torch.tensor([7, 9, 11])
+    both = torch.stack([l_rows, r_rows], 1)
+    loss = dual_amn_loss(table[l_rows], table[r_rows], table, table,
+                         source_index=both, target_index=both)
+    # Reference: each query against the 10 other rows, by hand.
+    ref = 0
+    for lr, rr in zip(l_rows.tolist(), r_rows.tolist()):
+        keep = [e for e in range(12) if e not in (lr, rr)]
+        pos = (table[lr] - table[rr]).pow(2).sum()
+        for q in (lr, rr):
+            d = pos - (table[q] - table[keep]).pow(2).sum(-1) + 1.0
+            z = (d - d.detach().mean()) / d.detach().std(correction=0)
+            ref = ref + torch.logsumexp(30 * z + 10, 0)
+    assert torch.allclose(loss, ref / 3, atol=1e-4)
+    ids = torch.arange(12).expand(3, 12)  # the [B, K] form, K = all
+    same = dual_amn_loss(table[l_rows], table[r_rows], table, table,
+                         source_index=both, target_index=both,
+                         source_negatives=ids, target_negatives=ids)
+    assert torch.allclose(same, loss, atol=1e-5)

@@ -37,7 +37,8 @@ class TrainConfig:
     alpha: float = 0.5
     lambda_tcp: float = 1.0
     uncertainty_weighting: bool = True
-    # Dual-AMN's loss on the graph embedding, every entity a negative.
+    # Dual-AMN's loss on the graph embedding, every entity of both KGs a
+    # negative.
     hard_negative_weight: float = 0.0
     # optimisation
     epochs: int = 100

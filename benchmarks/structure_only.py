@@ -112,7 +112,8 @@ def run(pair: str, seed: int, args, device) -> dict:
     one_pass = {'epoch': best['epoch'], 'val': best['val'],
                 'state': best['state']}
     boot = SelfTraining(every=1, add_every=1, min_rounds=1,
-                        csls_k=args.csls_k, progress=False)
+                        csls_k=args.csls_k, progress=False,
+                        min_margin=args.bootstrap_min_margin)
     gold = dict(zip(*torch.cat([split.val_index, split.test_index],
                                1).tolist()))
     added = []
@@ -156,6 +157,9 @@ def main() -> None:
     p.add_argument('--epochs', type=int, default=20)
     p.add_argument('--bootstrap-rounds', type=int, default=0)
     p.add_argument('--bootstrap-epochs', type=int, default=5)
+    p.add_argument('--bootstrap-min-margin', type=float, default=0.0,
+                   help='add a mutual pair only if its score beats the '
+                   "source's second best by this much")
     p.add_argument('--channels', type=int, default=128)
     p.add_argument('--layers', type=int, default=2)
     p.add_argument('--dropout', type=float, default=0.3)

@@ -62,6 +62,7 @@ class TrainConfig:
     iter_every: int = 2
     iter_add_every: int = 4  # a multiple of iter_every
     iter_persist: int = 2  # consecutive rounds a pair must be found in
+    iter_min_margin: float = 0.0  # least best-minus-second-best score
     iter_lr_factor: float = 0.2
     iter_threshold: Optional[float] = None
     # output

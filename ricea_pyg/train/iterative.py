@@ -9,21 +9,28 @@ import torch
 from torch import Tensor
 
 from ricea_pyg.data.split import unaligned_entities
-from ricea_pyg.search.csls import mutual_nearest_neighbors
+from ricea_pyg.search.csls import csls_search, mutual_nearest_neighbors
 
 __all__ = ['persisting_pairs', 'SelfTraining']
 
 
-def persisting_pairs(found: Tensor, streak: Tensor, min_rounds: int
-                     ) -> Tuple[Tensor, Tensor]:
+def persisting_pairs(found: Tensor, streak: Tensor, min_rounds: int,
+                     margin: Optional[Tensor] = None,
+                     min_margin: float = 0.0) -> Tuple[Tensor, Tensor]:
     r"""Decides which pseudo-pairs may be added: those found in at least
-    :obj:`min_rounds` consecutive rounds.
+    :obj:`min_rounds` consecutive rounds, each time with a score margin of
+    at least :obj:`min_margin` (a pair below it counts as not found).
 
     Args:
         found (Tensor): ``[2, P]`` (source, target) pairs found this round.
         streak (Tensor): ``[3, Q]`` (source, target, rounds) before this
             round: each pair and how many consecutive rounds found it.
         min_rounds (int): Consecutive rounds a pair needs.
+        margin (Tensor, optional): ``[P]`` confidence of each found pair,
+            e.g. its CSLS score minus the source's second-best score.
+            (default: :obj:`None`, no margin test)
+        min_margin (float): The least margin that counts.
+            (default: :obj:`0.0`)
 
     Returns:
         ``(streak [3, P], eligible [2, K])``: the updated streak (pairs not
@@ -32,6 +39,11 @@ def persisting_pairs(found: Tensor, streak: Tensor, min_rounds: int
     """
     if min_rounds < 1:
         raise ValueError(f'min_rounds must be at least 1 (got {min_rounds})')
+    if margin is not None:
+        if margin.shape != found.shape[1:]:
+            raise ValueError(f'margin must be [P] = [{found.size(1)}] (got '
+                             f'{list(margin.shape)})')
+        found = found[:, margin.cpu() >= min_margin]
     before = {(s, t): n for s, t, n in streak.t().tolist()}
     pairs = sorted(set(map(tuple, found.t().tolist())))
     rows = [(s, t, before.get((s, t), 0) + 1) for s, t in pairs]
@@ -54,6 +66,9 @@ class SelfTraining:
             :obj:`every`. (default: :obj:`4`)
         min_rounds (int): Consecutive rounds a pair must be found in before
             it is added. (default: :obj:`2`)
+        min_margin (float): A mutual pair counts only if its score beats the
+            source's second-best target by this much (CSLS, or cosine with
+            ``csls_k = 0``); 0 turns the test off. (default: :obj:`0.0`)
         csls_k (int): CSLS neighbourhood of the nearest-neighbour search; 0
             for cosine. (default: :obj:`3`)
         threshold (float, optional): Minimum score of a mutual pair.
@@ -64,7 +79,8 @@ class SelfTraining:
 
     def __init__(self, every: int = 2, add_every: int = 4,
                  min_rounds: int = 2, csls_k: int = 3,
-                 threshold: Optional[float] = None, progress: bool = False):
+                 threshold: Optional[float] = None, progress: bool = False,
+                 min_margin: float = 0.0):
         if every < 1 or add_every < 1:
             raise ValueError(f'every and add_every must be at least 1 (got '
                              f'{every}, {add_every})')
@@ -80,13 +96,14 @@ class SelfTraining:
             min_rounds
         self.csls_k, self.threshold, self.progress = csls_k, threshold, \
             progress
+        self.min_margin = min_margin
         self.streak = torch.empty(3, 0, dtype=torch.long)
 
     @classmethod
     def from_config(cls, config) -> SelfTraining:
         return cls(config.iter_every, config.iter_add_every,
                    config.iter_persist, config.csls_k, config.iter_threshold,
-                   config.progress)
+                   config.progress, config.iter_min_margin)
 
     def is_round(self, stage_epoch: int) -> bool:
         """Whether a round runs after 0-based epoch :obj:`stage_epoch` of the
@@ -113,16 +130,23 @@ class SelfTraining:
         """
         free_s, free_t = unaligned_entities(train_pairs, source.size(0),
                                             target.size(0))
+        margin = None
         if free_s.numel() and free_t.numel():
-            mnn = mutual_nearest_neighbors(
-                source[free_s.to(source.device)], target[free_t.to(
-                    target.device)], self.csls_k, self.threshold,
-                progress=self.progress).cpu()
+            src = source[free_s.to(source.device)]
+            tgt = target[free_t.to(target.device)]
+            mnn = mutual_nearest_neighbors(src, tgt, self.csls_k,
+                                           self.threshold,
+                                           progress=self.progress).cpu()
+            if self.min_margin > 0 and tgt.size(0) > 1 and mnn.numel():
+                # All free sources: CSLS's target term depends on them.
+                top, _ = csls_search(src, tgt, 2, self.csls_k,
+                                     progress=self.progress)
+                margin = (top[:, 0] - top[:, 1]).cpu()[mnn[0]]
         else:  # every entity of one side is aligned already
             mnn = torch.empty(2, 0, dtype=torch.long)
         found = torch.stack([free_s[mnn[0]], free_t[mnn[1]]])
-        self.streak, eligible = persisting_pairs(found, self.streak,
-                                                 self.min_rounds)
+        self.streak, eligible = persisting_pairs(
+            found, self.streak, self.min_rounds, margin, self.min_margin)
         info = {'mnn': found.size(1), 'persisting': eligible.size(1)}
         if (stage_epoch + 1) % self.add_every == 0 and eligible.numel():
             train_pairs = torch.cat([train_pairs, eligible.to(
@@ -145,4 +169,5 @@ class SelfTraining:
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(every={self.every}, '
-                f'add_every={self.add_every}, min_rounds={self.min_rounds})')
+                f'add_every={self.add_every}, min_rounds={self.min_rounds}, '
+                f'min_margin={self.min_margin})')

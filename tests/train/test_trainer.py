@@ -299,3 +299,33 @@ def test_model_selector_patience_restarts_in_each_stage():
 def test_hard_negatives_need_the_graph_modality():
     with pytest.raises(ConfigError, match="add 'graph'"):
         small_config(modalities=['rel'], hard_negative_weight=1.0)
+
+
+def test_persisting_pairs_drop_pairs_below_the_margin():
+    empty = torch.empty(3, 0, dtype=torch.long)
+    found = torch.tensor([[0, 1, 2], [5, 6, 7]])
+    margin = torch.tensor([0.5, 0.05, 0.2])
+    streak, ok = persisting_pairs(found, empty, 1, margin, 0.1)
+    assert ok.tolist() == [[0, 2], [5, 7]]
+    # A pair under the margin breaks its streak like a pair not found.
+    streak, ok = persisting_pairs(found, streak, 2,
+                                  torch.tensor([0.5, 0.5, 0.01]), 0.1)
+    assert ok.tolist() == [[0], [5]]
+    assert streak.t().tolist() == [[0, 5, 2], [1, 6, 1]]
+    with pytest.raises(ValueError, match='margin must be'):
+        persisting_pairs(found, empty, 1, torch.ones(2), 0.1)
+
+
+def test_self_training_margin_keeps_the_confident_pairs():
+    # Sources 0 and 1 have one clear counterpart each; source 2 sits
+    # halfway between targets 2 and 3, so its margin is small.
+    src = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0.9]])
+    tgt = torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 0.8],
+                        [0, 0, 0.8, 1.0]])
+    none = torch.empty(2, 0, dtype=torch.long)
+    loose = SelfTraining(every=1, add_every=1, min_rounds=1, csls_k=0)
+    strict = SelfTraining(every=1, add_every=1, min_rounds=1, csls_k=0,
+                          min_margin=0.1)
+    assert loose.step(src, tgt, none, 0)[0].t().tolist() == [
+        [0, 0], [1, 1], [2, 2]]
+    assert strict.step(src, tgt, none, 0)[0].t().tolist() == [[0, 0], [1, 1]]

@@ -1,2 +1,2 @@
 """ricea-pyg: multi-modal entity alignment (RICEA) for PyTorch Geometric."""
-__version__ = '0.1.0'
+__version__ = '0.2.0'

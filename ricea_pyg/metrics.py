@@ -16,7 +16,7 @@ from ricea_pyg.search.csls import true_ranks
 __all__ = ['alignment_metrics', 'evaluate_embeddings', 'rank_metrics',
            'CANDIDATE_PROTOCOLS']
 
-#: How candidates are chosen: the standard protocol ranks against the
+#: How candidates are chosen. The standard protocol ranks against the
 #: counterparts of the evaluated pairs only; ``'all'`` against every entity.
 CANDIDATE_PROTOCOLS = ('test', 'all')
 

@@ -9,7 +9,7 @@ __all__ = ['MODALITIES', 'SIDES', 'ALIGN', 'relation_edge', 'feature_key',
 
 #: All modality names, in the order used for stacking.
 MODALITIES = ('graph', 'rel', 'attr', 'img', 'name', 'char')
-#: The two node types: KG1 and KG2.
+#: The two node types, KG1 and KG2.
 SIDES = ('source', 'target')
 #: The edge type that holds the train/val/test alignment.
 ALIGN = ('source', 'aligned_with', 'target')

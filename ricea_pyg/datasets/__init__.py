@@ -4,12 +4,19 @@ from ricea_pyg.datasets.fbdb15k import (
     read_fbdb15k_pair,
     read_openke_kg,
 )
+from ricea_pyg.datasets.openea import (
+    OpenEA,
+    TSVFolder,
+    read_openea_pair,
+    read_tsv_folder,
+)
 from ricea_pyg.datasets.registry import (
     dataset_names,
     load_dataset,
     register_dataset,
 )
 
-__all__ = ['DBP15K', 'FBDB15K', 'read_dbp15k_pair', 'read_fbdb15k_pair',
-           'read_openke_kg', 'dataset_names', 'load_dataset',
+__all__ = ['DBP15K', 'FBDB15K', 'OpenEA', 'TSVFolder', 'read_dbp15k_pair',
+           'read_fbdb15k_pair', 'read_openke_kg', 'read_openea_pair',
+           'read_tsv_folder', 'dataset_names', 'load_dataset',
            'register_dataset']

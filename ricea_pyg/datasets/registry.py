@@ -2,8 +2,10 @@ r"""Datasets by name, for the command line and configuration files.
 
 A loader takes a *data spec*, the plain dict a run records in ``run.json``
 (``dataset``, ``root``, ``pair``, ``no_names``, ``split_seed``,
-``entities``, ``download``), and returns the pair in the library's
-:class:`~torch_geometric.data.HeteroData` schema.
+``entities``, ``download``, ``fold``, ``image_features``, ``image_ids``;
+keys a run recorded before some of these existed read as unset), and
+returns the pair in the library's :class:`~torch_geometric.data.HeteroData`
+schema.
 """
 from __future__ import annotations
 
@@ -53,8 +55,32 @@ def _root(spec: Dict[str, Any], what: str) -> str:
     return root
 
 
+def _images(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """``image_features`` / ``image_ids`` of a spec, checked."""
+    feats, ids = spec.get('image_features'), spec.get('image_ids')
+    if ids is not None and feats is None:
+        raise ValueError('--image-ids lists the rows of --image-features; '
+                         'pass --image-features too')
+    for path in (feats, ids):
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f'{path}: file not found; check '
+                                    '--image-features / --image-ids')
+    return dict(image_features=feats, image_ids=ids)
+
+
+def _no_extras(spec: Dict[str, Any]) -> None:
+    name = spec['dataset']
+    if spec.get('image_features') is not None:
+        raise ValueError(f'--image-features is not supported for --dataset '
+                         f'{name}; use dbp15k, openea or files')
+    if spec.get('fold') is not None:
+        raise ValueError(f'--fold applies to --dataset openea only (not '
+                         f'{name}); drop it')
+
+
 @register_dataset('synthetic')
 def _synthetic(spec: Dict[str, Any]) -> HeteroData:
+    _no_extras(spec)
     from ricea_pyg.data.synthetic import synthetic_pair
     mods = (('rel',) if spec['no_names'] else
             ('rel', 'attr', 'img', 'name', 'char'))
@@ -76,14 +102,41 @@ def _dbp15k(spec: Dict[str, Any]) -> HeteroData:
         raise FileNotFoundError(f'{os.path.join(root, missing[0])}: file '
                                 f'not found ({len(missing)} missing); use '
                                 f'{fix}--download, or check --root/--pair')
+    if spec.get('fold') is not None:
+        raise ValueError('--fold applies to --dataset openea only; drop it '
+                         '(DBP15K uses a seeded random split)')
+    images = _images(spec)
     mods = ['graph', 'rel'] if spec['no_names'] else None
+    if mods is not None and images['image_features'] is not None:
+        mods.append('img')
     return DBP15K(root, pair, modalities=mods, names=names,
-                  seed=spec['split_seed'], log=False)[0]
+                  seed=spec['split_seed'], log=False, **images)[0]
 
 
 @register_dataset('fbdb15k')
 def _fbdb15k(spec: Dict[str, Any]) -> HeteroData:
+    _no_extras(spec)
     from ricea_pyg.datasets.fbdb15k import FBDB15K
     root = _root(spec, 'the FB15K-DB15K folder, see docs/data.md')
     return FBDB15K(root, names=not spec['no_names'],
                    seed=spec['split_seed'], log=False)[0]
+
+
+@register_dataset('openea')
+def _openea(spec: Dict[str, Any]) -> HeteroData:
+    from ricea_pyg.datasets.openea import OpenEA
+    root = _root(spec, 'the folder holding rel_triples_1 and ent_links')
+    return OpenEA(root, fold=spec.get('fold'), seed=spec['split_seed'],
+                  log=False, **_images(spec))[0]
+
+
+@register_dataset('files')
+def _files(spec: Dict[str, Any]) -> HeteroData:
+    from ricea_pyg.datasets.openea import TSVFolder
+    if spec.get('fold') is not None:
+        raise ValueError('--fold applies to --dataset openea only; drop it '
+                         '(--dataset files uses a seeded random split)')
+    root = _root(spec, 'the folder holding triples_1.tsv, triples_2.tsv and '
+                 'links.tsv')
+    return TSVFolder(root, names=not spec['no_names'],
+                     seed=spec['split_seed'], log=False, **_images(spec))[0]

@@ -6,7 +6,12 @@
     ricea explain runs/zh/best.pt --out runs/zh/explain
 
 Bad input (a wrong path, an unknown config key, a missing modality file)
-prints one clear line and exits with code 2.
+prints one clear line and exits with code 2. A checkpoint owns its data:
+evaluate, align, explain and ``train --resume`` read it from ``run.json``
+beside the checkpoint and refuse a data flag that differs (evaluate, align
+and explain accept it with ``--other-data``). ``train`` refuses an ``--out``
+folder that holds a run unless ``--resume`` or ``--overwrite`` is given,
+and an advisory lock (``OUT/.lock``) keeps a second training out of it.
 """
 from __future__ import annotations
 
@@ -39,8 +44,9 @@ class CLIError(Exception):
 # -- data ----------------------------------------------------------------------
 def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group('data')
-    g.add_argument('--dataset', choices=dataset_names(),
-                   default=None if not required else 'dbp15k')
+    g.add_argument('--dataset', choices=dataset_names(), default=None,
+                   help='default dbp15k' if required else 'default: the '
+                   "checkpoint's")
     g.add_argument('--root', help='dataset folder (DBP15K: the one holding '
                    '<pair>/ and translated_ent_name/)')
     g.add_argument('--pair', default=None, help='DBP15K pair (zh_en)')
@@ -51,18 +57,76 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
                    help='synthetic: entities per KG (default 2000)')
     g.add_argument('--download', action='store_true', default=None,
                    help='download missing DBP15K files')
+    g.add_argument('--fold', type=int, default=None, metavar='K',
+                   help='OpenEA: use 721_5fold/K (default 1 when present, '
+                   'else a seeded random split)')
+    g.add_argument('--image-features', default=None, metavar='PATH',
+                   help='image vectors for both KGs (adds the img modality): '
+                   '.npy with --image-ids, .npz with arrays x and ids, or '
+                   'text "entity<TAB>v1 v2 ..."; DBP15K keys are entity ids, '
+                   'others URIs')
+    g.add_argument('--image-ids', default=None, metavar='PATH',
+                   help='the entity of each row of a .npy --image-features, '
+                   'one per line')
 
 
 def _data_spec(args, saved: Optional[Dict[str, Any]] = None
                ) -> Dict[str, Any]:
     spec = dict(dataset='dbp15k', root=None, pair='zh_en', no_names=False,
-                split_seed=0, entities=2000, download=False)
+                split_seed=0, entities=2000, download=False, fold=None,
+                image_features=None, image_ids=None)
     spec.update(saved or {})
     for key in spec:
         value = getattr(args, key, None)
         if value is not None:
             spec[key] = value
+    for key in ('image_features', 'image_ids'):
+        if spec[key] is not None:  # run.json is read from other folders
+            spec[key] = os.path.abspath(spec[key])
     return spec
+
+
+# Keys of the data spec that name the data (``download`` does not).
+_DATA_KEYS = ('dataset', 'root', 'pair', 'no_names', 'split_seed',
+              'entities', 'fold', 'image_features', 'image_ids')
+
+
+def _read_run(run_file: str) -> Optional[Dict[str, Any]]:
+    """The saved data spec of ``run.json``, or None without one."""
+    if not os.path.isfile(run_file):
+        return None
+    try:
+        with open(run_file) as f:
+            return dict(json.load(f)['data'])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CLIError(f'{run_file}: not a ricea run file ({e})') from None
+
+
+def _spec_conflicts(args, saved: Dict[str, Any]) -> List[tuple]:
+    """``(key, flag value, saved value)`` of each data flag given on the
+    command line that differs from the saved spec."""
+    given = _data_spec(args, saved)
+
+    def same(key):
+        a, b = given[key], saved.get(key)
+        if key in ('root', 'image_features', 'image_ids') and \
+                isinstance(a, str) and isinstance(b, str):
+            return os.path.abspath(a) == os.path.abspath(b)
+        return a == b
+    return [(k, given[k], saved.get(k)) for k in _DATA_KEYS
+            if getattr(args, k, None) is not None and not same(k)]
+
+
+def _flag(key: str) -> str:
+    return '--' + key.replace('_', '-')
+
+
+def _refuse_conflicts(args, saved: Dict[str, Any], run_file: str,
+                      hint: str) -> None:
+    for key, value, was in _spec_conflicts(args, saved):
+        shown = '' if isinstance(value, bool) else f' {value}'
+        raise CLIError(f"{_flag(key)}{shown} conflicts with the "
+                       f"checkpoint's {key} {was} ({run_file}); {hint}")
 
 
 # -- config flags ------------------------------------------------------------
@@ -105,23 +169,99 @@ def _config(args) -> TrainConfig:
 
 
 # -- commands ----------------------------------------------------------------------
+RUN_MARKERS = (RUN_FILE, 'last.pt', 'best.pt')
+
+
+def _lock(out: str):
+    """An open, exclusively locked ``OUT/.lock`` (advisory, non-blocking);
+    None where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    path = os.path.join(out, '.lock')
+    try:
+        f = open(path, 'a')
+    except OSError as e:
+        raise CLIError(f'{out}: cannot open its lock file ({e})') from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise CLIError(f'{out}: another training holds this folder '
+                       f'({path}); wait for it or use a new --out '
+                       'folder') from None
+    except OSError as e:
+        f.close()
+        raise CLIError(f'{out}: cannot lock {path} ({e})') from None
+    return f
+
+
+def _check_out(args, config: TrainConfig) -> Optional[Dict[str, Any]]:
+    """Refuses to clobber a run in ``args.out``; for ``--resume`` checks the
+    data flags and config against the saved run. Returns the saved spec."""
+    out = args.out
+    if args.resume and args.overwrite:
+        raise CLIError('--resume and --overwrite exclude each other')
+    present = [n for n in RUN_MARKERS if os.path.exists(os.path.join(out, n))]
+    if present and not (args.resume or args.overwrite):
+        raise CLIError(f'{out} already holds a run ({", ".join(present)}); '
+                       'pass --resume to continue it, --overwrite to replace '
+                       'it, or a new --out folder')
+    if not args.resume:
+        return None
+    run_file = os.path.join(out, RUN_FILE)
+    saved = _read_run(run_file)
+    if saved is not None:
+        _refuse_conflicts(args, saved, run_file, 'resuming on other data '
+                          'needs a new --out folder')
+    last = os.path.join(out, 'last.pt')
+    if os.path.isfile(last):
+        state = load_checkpoint(last)
+        was = {k: v for k, v in state.get('config', {}).items()
+               if k != 'progress'}
+        now = {k: v for k, v in config.to_dict().items() if k != 'progress'}
+        if was != now:
+            diff = sorted(k for k in now if was.get(k) != now[k])
+            raise CLIError(f'cannot resume: {last} was trained with '
+                           f'different settings ({diff}); use the same '
+                           'config or a new --out folder')
+    return saved
+
+
 def cmd_train(args) -> Dict:
     from ricea_pyg.train import Trainer
     start = time.perf_counter()
     config = _config(args)
-    spec = _data_spec(args)
-    data = load_dataset(spec)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = args.out
+    lock = saved = None
     if out:
-        atomic_write(os.path.join(out, RUN_FILE), lambda f: json.dump(
-            {'data': spec, 'config': config.to_dict()}, f, indent=2),
-            binary=False)
-    trainer = Trainer(data, config, out_dir=out)
-    del data  # the trainer keeps its own copy of the features
-    metrics = trainer.fit(resume=args.resume)
-    trainer.write_metrics(metrics, time.perf_counter() - start)
+        os.makedirs(out, exist_ok=True)
+        lock = _lock(out)
+    try:
+        if out:
+            saved = _check_out(args, config)
+        spec = _data_spec(args, saved)
+        data = load_dataset(spec)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if out:
+            if args.overwrite:  # no stale checkpoint outlives its run.json
+                for name in ('last.pt', 'best.pt', 'metrics.json',
+                             'log.csv'):
+                    path = os.path.join(out, name)
+                    if os.path.isfile(path):
+                        os.remove(path)
+            atomic_write(os.path.join(out, RUN_FILE), lambda f: json.dump(
+                {'data': spec, 'config': config.to_dict()}, f, indent=2),
+                binary=False)
+        trainer = Trainer(data, config, out_dir=out)
+        del data  # the trainer keeps its own copy of the features
+        metrics = trainer.fit(resume=args.resume)
+        trainer.write_metrics(metrics, time.perf_counter() - start)
+    finally:
+        if lock is not None:
+            lock.close()
     print(json.dumps({k: metrics[k] for k in ('val', 'test', 'wall_time_s')},
                      indent=2))
     return metrics
@@ -137,10 +277,20 @@ def _restore(args):
                        'or config); pass DIR/best.pt or DIR/last.pt')
     run_file = os.path.join(os.path.dirname(os.path.abspath(
         args.checkpoint)), RUN_FILE)
-    saved = None
-    if os.path.isfile(run_file):
-        with open(run_file) as f:
-            saved = json.load(f)['data']
+    saved = _read_run(run_file)
+    if saved is not None:
+        if not args.other_data:
+            verb = 'evaluating' if args.command == 'evaluate' else \
+                'using the model'
+            _refuse_conflicts(args, saved, run_file, f'{verb} on other data '
+                              'needs --other-data')
+        else:
+            args.overridden = {k: [was, value] for k, value, was in
+                               _spec_conflicts(args, saved)}
+            changes = ', '.join(f'{k} {was} -> {value}' for k, (was, value)
+                                in args.overridden.items()) or 'none'
+            print(f'ricea {args.command}: note: --other-data: not the '
+                  f'checkpoint\'s data ({changes})', file=sys.stderr)
     spec = _data_spec(args, saved)
     data = load_dataset(spec)
     config = TrainConfig.from_dict(state['config'], source=args.checkpoint)
@@ -169,6 +319,8 @@ def cmd_evaluate(args) -> Dict:
                                     args.candidates, one_to_one=True),
         'cosine': evaluate_embeddings(emb[:n_s], emb[n_s:], pairs, 0,
                                       args.candidates)}
+    if getattr(args, 'overridden', None) is not None:
+        result['other_data'] = args.overridden
     print(json.dumps(result, indent=2))
     return result
 
@@ -241,13 +393,19 @@ def cmd_explain(args) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ricea', description=__doc__.split(
         '\n')[0])
+    from ricea_pyg import __version__
+    p.add_argument('--version', action='version',
+                   version=f'%(prog)s {__version__}')
     sub = p.add_subparsers(dest='command', required=True)
     t = sub.add_parser('train', help='train, select on validation, test')
     _add_data_args(t, required=True)
     t.add_argument('--config', help='JSON or TOML file of training options')
     t.add_argument('--out', help='output folder (checkpoints, metrics)')
     t.add_argument('--resume', action='store_true',
-                   help='continue from OUT/last.pt')
+                   help='continue from OUT/last.pt (data from OUT/'
+                   'run.json; a conflicting data flag is refused)')
+    t.add_argument('--overwrite', action='store_true',
+                   help='replace the run already in OUT')
     t.add_argument('--threads', type=int, default=0)
     _add_config_args(t)
     for name, helptext in (('evaluate', 'metrics of a checkpoint'),
@@ -256,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=helptext)
         c.add_argument('checkpoint')
         _add_data_args(c, required=False)
+        c.add_argument('--other-data', action='store_true',
+                       help='let data flags differ from the checkpoint\'s '
+                       'run.json (use the model on other data)')
         if name in ('evaluate', 'align'):
             c.add_argument('--csls-k', type=int, default=None)
         if name == 'evaluate':

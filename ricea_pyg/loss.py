@@ -157,6 +157,9 @@ def _mix(l2r: Tensor, r2l: Tensor, alpha: float, weight: Tensor = None
     per_pair = alpha * l2r + (1 - alpha) * r2l
     if weight is None:
         return per_pair.mean(dim=-1)
+    if weight.dtype == torch.bool:  # a mask: select, never multiply
+        kept = torch.where(weight, per_pair, per_pair.new_zeros(()))
+        return kept.sum(-1) / weight.sum(-1).clamp(min=1).to(kept.dtype)
     weight = weight.to(per_pair.dtype)
     return (per_pair * weight).sum(-1) / weight.sum(-1).clamp(min=1.0)
 
@@ -218,8 +221,14 @@ def tcp_loss(confidence: Tensor, target: Tensor, valid: Tensor) -> Tensor:
             from :func:`tcp_target`); no gradient flows into it.
         valid (Tensor): ``[N, M]`` bool, True where the entry counts.
     """
-    diff = (confidence - target.detach()).abs() * valid
-    return diff.sum() / valid.sum().clamp_min(1)
+    valid = valid.bool()
+    zero = confidence.new_zeros(())
+    # Invalid entries are replaced before the difference, so NaN/inf there
+    # reach neither the loss nor the gradient.
+    c = torch.where(valid, confidence, zero)
+    p = torch.where(valid, target.detach().to(c.dtype), zero)
+    diff = torch.where(valid, (c - p).abs(), zero)
+    return diff.sum() / valid.sum().clamp_min(1).to(diff.dtype)
 
 
 class UncertaintyWeighting(torch.nn.Module):

@@ -16,13 +16,14 @@ import numpy as np
 import torch
 
 from ricea_pyg.data.errors import DataFormatError, PathLike
+from ricea_pyg.io import atomic_write
 
 __all__ = [
     'iter_records', 'read_id_uri', 'read_id_triples', 'read_id_links',
     'read_openke_entities', 'read_openke_triples', 'read_sameas_links',
     'read_string_triples', 'read_string_links', 'read_attribute_triples',
     'read_translated_names', 'read_names_tsv', 'read_feature_file',
-    'local_name',
+    'convert_pickle_features', 'local_name',
 ]
 
 
@@ -37,11 +38,26 @@ def _open_lines(path: PathLike) -> List[str]:
             raise DataFormatError(path, f'not valid UTF-8 ({e.reason} at byte '
                                   f'{e.start})', 're-encode the file as UTF-8'
                                   ) from None
+    text = _strip_bom(text)
     if not text.strip():
         raise DataFormatError(path, 'file is empty',
                               'point to a non-empty file, or leave this '
                               'input out')
     return text.splitlines()
+
+
+_BOM = '\ufeff'
+
+
+def _strip_bom(text: str) -> str:
+    """Drops every UTF-8 byte-order mark (U+FEFF): at the start of a file
+    (an editor's BOM) or pasted into a field, it is never data."""
+    return text.replace(_BOM, '')
+
+
+def _clean(field: str) -> str:
+    """A field without BOMs and surrounding whitespace."""
+    return _strip_bom(field).strip()
 
 
 def iter_records(path: PathLike, num_fields: int, sep: Optional[str] = '\t',
@@ -62,18 +78,25 @@ def iter_records(path: PathLike, num_fields: int, sep: Optional[str] = '\t',
     name = 'tab' if sep == '\t' else ('whitespace' if sep is None else
                                       repr(sep))
     for i in range(start, len(lines)):
-        line = lines[i]
-        if not line.strip():
+        # Surrounding whitespace (a trailing tab, a '\r') is not a field.
+        line = _clean(lines[i])
+        if not line:
             continue
         fields = line.split(sep) if sep is not None else line.split()
         if sep is not None:
-            fields = [f.strip() for f in fields]
+            fields = [_clean(f) for f in fields]
         n = len(fields)
         if n < num_fields or (n > num_fields and not at_least):
             raise DataFormatError(
                 path, f'expected {num_fields} {name}-separated fields, got '
                 f'{n}', f'each line must be {hint or f"{num_fields} fields"}',
                 line=i + 1)
+        empty = [k + 1 for k in range(num_fields) if not fields[k]]
+        if empty:
+            raise DataFormatError(
+                path, f'field {empty[0]} is empty', 'remove the stray '
+                f'separator; each line must be '
+                f'{hint or f"{num_fields} fields"}', line=i + 1)
         yield i + 1, fields
 
 
@@ -212,12 +235,13 @@ def read_openke_entities(path: PathLike) -> List[str]:
     as the last whitespace-separated field (names may hold tabs or spaces).
     """
     lines = _open_lines(path)
-    count = _int(path, 1, lines[0].strip(), 'record count')
+    count = _int(path, 1, _clean(lines[0]), 'record count')
     names: Dict[int, str] = {}
     for i, raw in enumerate(lines[1:], start=2):
-        if not raw.strip():
+        raw = _clean(raw)
+        if not raw:
             continue
-        parts = raw.rstrip().rsplit(None, 1)
+        parts = raw.rsplit(None, 1)
         if len(parts) != 2:
             raise DataFormatError(path, 'expected "name id"', 'each line must '
                                   'be an entity name and its integer id',
@@ -226,7 +250,7 @@ def read_openke_entities(path: PathLike) -> List[str]:
         if idx in names:
             raise DataFormatError(path, f'id {idx} is used twice', 'give '
                                   'every entity a unique id', line=i)
-        names[idx] = parts[0].strip()
+        names[idx] = _clean(parts[0])
     if len(names) != count or sorted(names) != list(range(count)):
         raise DataFormatError(path, f'header says {count} entities with ids '
                               f'0..{count - 1}, found {len(names)}',
@@ -327,7 +351,7 @@ def read_translated_names(path: PathLike, entity_ids: Dict[int, int],
     if not os.path.isfile(path):
         raise DataFormatError(path, 'file not found', 'check the path')
     with open(path, encoding='utf-8') as f:
-        text = f.read()
+        text = _strip_bom(f.read())
     if not text.strip():
         raise DataFormatError(path, 'file is empty', 'point to the JSON list '
                               'of [id, [tokens]] records')
@@ -346,7 +370,8 @@ def read_translated_names(path: PathLike, entity_ids: Dict[int, int],
                                   'each record must be [id, [tokens]]',
                                   record=f'record {k}')
         if rec[0] in entity_ids:
-            names[entity_ids[rec[0]]] = ' '.join(map(str, rec[1]))
+            tokens = (_clean(str(t)) for t in rec[1])
+            names[entity_ids[rec[0]]] = ' '.join(t for t in tokens if t)
     return names
 
 
@@ -385,48 +410,142 @@ def _check_vectors(path, rows: Sequence[Tuple[object, np.ndarray]],
     return dim
 
 
+def _load_pickle_dict(path: PathLike, trust_pickle: bool) -> dict:
+    """The ``{entity: vector}`` dict of an EVA/MCLEA ``.pkl``, only when the
+    caller says it trusts the file (unpickling can run any code)."""
+    if not trust_pickle:
+        raise DataFormatError(
+            path, 'pickle files can run code when loaded and are not read '
+            'by default', 'pass trust_pickle=True if you trust this file, or '
+            'convert it once with ricea_pyg.data.readers.'
+            'convert_pickle_features(pkl_path, npz_path, trust_pickle=True) '
+            'and read the .npz')
+    if not os.path.isfile(path):
+        raise DataFormatError(path, 'file not found', 'check the path')
+    if os.path.getsize(path) == 0:
+        raise DataFormatError(path, 'file is empty', 'point to a pickled '
+                              'dict {entity: vector}')
+    with open(path, 'rb') as f:
+        try:
+            obj = pickle.load(f)
+        except Exception as e:  # any unpickling failure: a corrupt file
+            raise DataFormatError(path, f'cannot unpickle ({e})', 'point '
+                                  'to a pickled dict {entity: vector}'
+                                  ) from None
+    if not isinstance(obj, dict):
+        raise DataFormatError(path, f'pickle holds {type(obj).__name__}',
+                              'pickle a dict {entity: vector}')
+    return obj
+
+
+def _load_numpy(path: PathLike):
+    """:func:`numpy.load` that never unpickles, with one-line errors."""
+    if not os.path.isfile(path):
+        raise DataFormatError(path, 'file not found', 'check the path')
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise DataFormatError(path, f'cannot read without unpickling ({e})',
+                              'store plain numeric arrays (ids as integers '
+                              'or strings)') from None
+    except (OSError, EOFError) as e:
+        raise DataFormatError(path, f'not a readable numpy file ({e})',
+                              'rewrite the file with numpy.save / '
+                              'numpy.savez') from None
+
+
+def convert_pickle_features(pkl_path: PathLike, npz_path: PathLike, *,
+                            trust_pickle: bool = False) -> None:
+    r"""Converts an EVA/MCLEA ``{entity: vector}`` pickle, once, into an
+    ``.npz`` that :func:`read_feature_file` reads without unpickling.
+
+    Unpickling runs whatever code the file holds, so the call must say it
+    trusts the file: :obj:`trust_pickle` must be :obj:`True`.
+
+    The ``.npz`` holds ``x`` (``[K, F]`` float32) and ``ids`` (``[K]``
+    integers or strings), and is written atomically.
+    """
+    if trust_pickle is not True:
+        raise ValueError(f'convert_pickle_features unpickles {pkl_path}, '
+                         'which can run code: call it with trust_pickle=True '
+                         'only for a file you trust')
+    obj = _load_pickle_dict(pkl_path, trust_pickle=True)
+    rows = [(k, k, np.asarray(v, dtype=np.float32)) for k, v in obj.items()]
+    _check_vectors(pkl_path, [(loc, v) for loc, _, v in rows], 'record')
+    keys = list(obj)
+    if all(isinstance(k, (int, np.integer)) for k in keys):
+        ids = np.asarray(keys, dtype=np.int64)
+    elif all(isinstance(k, str) for k in keys):
+        ids = np.asarray(keys, dtype=str)
+    else:
+        raise DataFormatError(pkl_path, 'keys mix types or are neither '
+                              'integers nor strings', 'key the dict by '
+                              'entity id (int) or URI (str)')
+    x = np.stack([v for _, _, v in rows]).astype(np.float32)
+
+    def write(f):
+        np.savez(f, x=x, ids=ids)
+
+    atomic_write(os.fspath(npz_path), write)
+
+
 def read_feature_file(path: PathLike, index: Dict, ids_path: Optional[
-        PathLike] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        PathLike] = None, trust_pickle: bool = False
+        ) -> Tuple[torch.Tensor, torch.Tensor]:
     r"""Reads per-entity feature vectors; returns ``(x [N, F], mask [N])``.
 
     Formats, by extension:
 
-    * ``.pkl`` / ``.pickle``: a dict ``{entity: vector}`` (EVA/MCLEA style);
+    * ``.npz``: arrays ``x`` (``[K, F]``) and ``ids`` (``[K]``, integers or
+      strings; or pass :obj:`ids_path` instead), as
+      :func:`convert_pickle_features` writes;
     * ``.npy``: a ``[K, F]`` array, with :obj:`ids_path` listing the entity of
       each row, one per line;
+    * ``.pkl`` / ``.pickle``: a dict ``{entity: vector}`` (EVA/MCLEA style),
+      read only with :obj:`trust_pickle` (unpickling can run code);
     * anything else: text lines ``entity \t v1 v2 ...`` (space or tab
       separated values).
 
-    Entities of :obj:`index` that have no vector get a zero row and
-    ``mask=False``; keys unknown to :obj:`index` raise an error.
+    ``.npy`` / ``.npz`` are read with ``allow_pickle=False``. Entities of
+    :obj:`index` that have no vector get a zero row and ``mask=False``; keys
+    unknown to :obj:`index` raise an error.
     """
     ext = os.path.splitext(os.fspath(path))[1].lower()
     rows: List[Tuple[object, object, np.ndarray]] = []  # (loc, ent, vec)
     where = 'record'
     if ext in ('.pkl', '.pickle'):
-        if not os.path.isfile(path):
-            raise DataFormatError(path, 'file not found', 'check the path')
-        if os.path.getsize(path) == 0:
-            raise DataFormatError(path, 'file is empty', 'point to a pickled '
-                                  'dict {entity: vector}')
-        with open(path, 'rb') as f:
-            obj = pickle.load(f)
-        if not isinstance(obj, dict):
-            raise DataFormatError(path, f'pickle holds {type(obj).__name__}',
-                                  'pickle a dict {entity: vector}')
+        obj = _load_pickle_dict(path, trust_pickle)
         rows = [(k, k, np.asarray(v, dtype=np.float32)) for k, v in
                 obj.items()]
-    elif ext == '.npy':
-        if ids_path is None:
-            raise DataFormatError(path, '.npy features need an id list',
-                                  'pass ids_path, a file with one entity per '
-                                  'row of the array')
-        arr = np.load(path, allow_pickle=False)
-        ids = [f[0] for _, f in iter_records(ids_path, 1, hint='one entity')]
+    elif ext in ('.npy', '.npz'):
+        loaded = _load_numpy(path)
+        ids: Optional[list] = None
+        if ext == '.npz':
+            with loaded:
+                names = set(loaded.files)
+                if 'x' not in names:
+                    raise DataFormatError(path, f'no array "x" (has '
+                                          f'{sorted(names)})', 'save the '
+                                          'features as x=..., ids=...')
+                arr = loaded['x']
+                if 'ids' in names and ids_path is None:
+                    ids = loaded['ids'].tolist()
+        else:
+            arr = loaded
+        if ids is None:
+            if ids_path is None:
+                raise DataFormatError(path, f'{ext} features need an id '
+                                      'list', 'pass ids_path, a file with '
+                                      'one entity per row of the array')
+            ids = [f[0] for _, f in iter_records(ids_path, 1,
+                                                 hint='one entity')]
         if arr.ndim != 2 or arr.shape[0] != len(ids):
             raise DataFormatError(path, f'array shape {arr.shape} does not '
-                                  f'match {len(ids)} ids in {ids_path}',
-                                  'store a [num_ids, dim] array')
+                                  f'match {len(ids)} ids', 'store a '
+                                  '[num_ids, dim] array')
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataFormatError(path, f'array has dtype {arr.dtype}',
+                                  'store numeric features')
         rows = [(e, e, arr[i].astype(np.float32)) for i, e in enumerate(ids)]
     else:
         where = 'line'

@@ -264,6 +264,16 @@ class DBP15K(PairDataset):
         return self.required_files(self.pair, self.options['names'])
 
     @property
+    def extra_raw_file_names(self) -> List[str]:
+        """The optional files :func:`read_dbp15k_pair` reads when present
+        (they key the processed cache)."""
+        p = self.pair
+        return [f'{p}/ref_ent_ids', f'{p}/ill_ent_ids'] + [
+            f'{p}/{f}_{k}' for k in (1, 2) for f in (
+                'named_relations/rel_ids', 'named_relations/triples',
+                'training_attrs')]
+
+    @property
     def processed_file_names(self) -> List[str]:
         return [f'dbp15k_{self.pair}_{self.options_key()}.pt']
 

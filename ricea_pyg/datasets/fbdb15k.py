@@ -120,6 +120,17 @@ class FBDB15K(PairDataset):
         return ['DB15K/entity2id.txt', 'mmkb/DB15K_SameAsLink.txt']
 
     @property
+    def extra_raw_file_names(self) -> List[str]:
+        """Every other file :func:`read_fbdb15k_pair` may read (they key
+        the processed cache)."""
+        kg = [f'{d}/{f}' for d in ('FB15K_PARTIAL_openke', 'FB15K', 'DB15K')
+              for f in ('entity2id.txt', 'relation2id.txt', 'train2id.txt',
+                        'valid2id.txt', 'test2id.txt')]
+        return kg + ['FB15K_names/fb15k_mid-wdurl-wpurl_14951.txt',
+                     'mmkb/FB15K_NumericalTriples.txt',
+                     'DB15K_literals/DB15K_NumericalTriples_filtered.txt']
+
+    @property
     def processed_file_names(self) -> List[str]:
         return [f'fbdb15k_{self.options_key()}.pt']
 

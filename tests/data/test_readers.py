@@ -105,7 +105,8 @@ def test_nan_in_pickle_features(tmp_path):
     path.write_bytes(pickle.dumps({0: np.ones(3), 1: np.array([1, np.nan,
                                                                 3.])}))
     with pytest.raises(DataFormatError) as exc:
-        readers.read_feature_file(str(path), {0: 0, 1: 1})
+        readers.read_feature_file(str(path), {0: 0, 1: 1},
+                                  trust_pickle=True)
     assert 'entity 1' in str(exc.value) and 'NaN' in str(exc.value)
 
 
@@ -122,7 +123,8 @@ def test_feature_dimension_differs_pickle(tmp_path):
     path.write_bytes(pickle.dumps({0: np.ones(4), 1: np.ones(5)}))
     with pytest.raises(DataFormatError, match='dimension 5, earlier ones '
                        'have 4'):
-        readers.read_feature_file(str(path), {0: 0, 1: 1})
+        readers.read_feature_file(str(path), {0: 0, 1: 1},
+                                  trust_pickle=True)
 
 
 def test_npy_features_with_ids(tmp_path):
@@ -188,3 +190,92 @@ def test_from_files_errors_name_the_user_file(tmp_path):
         MultiModalKGPair.from_files(s, t, links)
     assert_error(exc, 'links.tsv', 2)
     assert 'target' in str(exc.value) and "'zzz'" in str(exc.value)
+
+
+# -- input hygiene: BOMs and stray whitespace never make phantom entities ---
+
+def test_bom_and_trailing_tab_are_not_data(tmp_path):
+    ent = write(tmp_path, 'ent_ids_1', '\ufeff0\thead\t\n1\ttail \r\n')
+    ids, uris = readers.read_id_uri(ent)
+    assert ids == [0, 1] and uris == ['head', 'tail']
+    index = {}
+    triples = write(tmp_path, 'triples.tsv',
+                    '\ufeffhead\tr\ttail\t\nhead\t\ufeffr\ttail\n')
+    ei, et = readers.read_string_triples(triples, index, {})
+    assert list(index) == ['head', 'tail']  # no '\ufeffhead', no 'tail\t'
+    assert ei.tolist() == [[0, 0], [1, 1]] and et.tolist() == [0, 0]
+    names = write(tmp_path, 'names.tsv', '\ufeffhead\tThe Head\t\n')
+    assert readers.read_names_tsv(names, index) == ['The Head', None]
+
+
+def test_empty_field_is_refused_with_its_line(tmp_path):
+    path = write(tmp_path, 'triples.tsv', 'a\tr\tb\na\t\tb\n')
+    with pytest.raises(DataFormatError) as exc:
+        readers.read_string_triples(path, {}, {})
+    assert_error(exc, 'triples.tsv', 2)
+    assert 'field 2 is empty' in str(exc.value)
+
+
+def test_bom_in_openke_and_json(tmp_path):
+    ent = write(tmp_path, 'entity2id.txt', '\ufeff2\n/m/a\t0\n/m/b\t1\t\n')
+    assert readers.read_openke_entities(ent) == ['/m/a', '/m/b']
+    js = write(tmp_path, 'names.json', '\ufeff[[0, ["\ufeffa", "b "]]]')
+    assert readers.read_translated_names(js, {0: 0, 1: 1}) == ['a b', None]
+
+
+# -- feature files never unpickle unless told to ---------------------------
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_pickle_features_refused_by_default(tmp_path):
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'img.pkl'
+    path.write_bytes(pickle.dumps({0: _Payload(marker)}))
+    with pytest.raises(DataFormatError) as exc:
+        readers.read_feature_file(str(path), {0: 0})
+    msg = str(exc.value)
+    assert 'img.pkl' in msg and 'trust_pickle=True' in msg
+    assert 'convert_pickle_features' in msg and '\n' not in msg
+    assert not marker.exists()
+
+
+def test_convert_pickle_features_round_trip(tmp_path):
+    pkl, npz = tmp_path / 'img.pkl', tmp_path / 'img.npz'
+    feats = {3: np.arange(3.), 5: np.ones(3)}
+    pkl.write_bytes(pickle.dumps(feats))
+    with pytest.raises(ValueError, match='trust_pickle=True'):
+        readers.convert_pickle_features(pkl, npz)
+    assert not npz.exists()
+    readers.convert_pickle_features(pkl, npz, trust_pickle=True)
+    index = {5: 0, 3: 1, 9: 2}
+    x, mask = readers.read_feature_file(str(npz), index)
+    ref, ref_mask = readers.read_feature_file(str(pkl), index,
+                                              trust_pickle=True)
+    assert mask.tolist() == [True, True, False]
+    assert x.tolist() == [[1, 1, 1], [0, 1, 2], [0, 0, 0]]
+    assert x.equal(ref) and mask.equal(ref_mask)
+
+
+def test_object_npy_is_refused(tmp_path):
+    marker = tmp_path / 'ran'
+    arr = np.empty((1, 1), dtype=object)
+    arr[0, 0] = _Payload(marker)
+    np.save(tmp_path / 'img.npy', arr, allow_pickle=True)
+    ids = write(tmp_path, 'ids.txt', 'a\n')
+    with pytest.raises(DataFormatError, match='img.npy.*without unpickling'):
+        readers.read_feature_file(str(tmp_path / 'img.npy'), {'a': 0}, ids)
+    assert not marker.exists()
+
+
+def test_npz_with_string_ids(tmp_path):
+    np.savez(tmp_path / 'img.npz', x=np.eye(2, dtype=np.float32),
+             ids=np.array(['b', 'a']))
+    x, mask = readers.read_feature_file(str(tmp_path / 'img.npz'),
+                                        {'a': 0, 'b': 1})
+    assert x.tolist() == [[0, 1], [1, 0]] and mask.all()

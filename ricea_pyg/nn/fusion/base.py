@@ -46,8 +46,9 @@ class FusionOutput(NamedTuple):
 def prepare_modalities(xs: ModalityInput, mask: Optional[Tensor], M: int,
                        ragged: bool = False, name: str = 'fusion'
                        ) -> Tuple[Union[Tensor, List[Tensor]], Tensor]:
-    """Validates the input of a fusion, zeroes missing modalities and returns
-    them with the boolean mask.
+    """Validates the input of a fusion, replaces missing modalities by
+    exact zeros (whatever they held, NaN and inf included; they get a zero
+    gradient) and returns them with the boolean mask.
 
     Args:
         xs (Tensor or list of Tensor): ``[N, M, F]``, or a list of ``M``
@@ -89,10 +90,13 @@ def prepare_modalities(xs: ModalityInput, mask: Optional[Tensor], M: int,
         raise ValueError(f'mask must be [N, M] = [{N}, {M}] (got '
                          f'{tuple(mask.shape)})')
     mask = mask.bool()
+    # Select, never multiply: NaN * 0 is NaN. torch.where also gives the
+    # missing rows an exact zero gradient.
     if isinstance(xs, Tensor):
-        xs = xs * mask.unsqueeze(-1).to(xs.dtype)
+        xs = torch.where(mask.unsqueeze(-1), xs, xs.new_zeros(()))
     else:
-        xs = [x * mask[:, m:m + 1].to(x.dtype) for m, x in enumerate(xs)]
+        xs = [torch.where(mask[:, m:m + 1], x, x.new_zeros(()))
+              for m, x in enumerate(xs)]
     return xs, mask
 
 

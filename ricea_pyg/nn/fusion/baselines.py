@@ -148,8 +148,9 @@ class MEAformerFusion(ModalityFusion):
     def fuse(self, x: Tensor, mask: Tensor) -> FusionOutput:
         z, attn = self.transformer(x, mask)
         N, heads, M, _ = attn.shape
-        rows = mask.view(N, 1, M, 1).to(attn.dtype)  # present queries only
-        received = (attn * rows).sum(dim=(1, 2)) / math.sqrt(M * heads)
+        rows = mask.view(N, 1, M, 1)  # present queries only
+        received = torch.where(rows, attn, attn.new_zeros(())).sum(
+            dim=(1, 2)) / math.sqrt(M * heads)
         w = masked_softmax(received, mask)
         return FusionOutput(weighted_fusion(x, w, self.mode), w,
                             extras={'z': z, 'attention': attn})

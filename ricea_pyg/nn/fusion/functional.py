@@ -63,9 +63,37 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
             entry takes part.
         dim (int): The dimension to normalise over. (default: :obj:`-1`)
     """
-    fill = torch.finfo(scores.dtype).min
-    out = scores.masked_fill(~mask, fill).softmax(dim=dim)
-    return out * mask
+    info = torch.finfo(scores.dtype)
+    # Masked entries are replaced (not multiplied) before the softmax, and
+    # infinite scores are clamped to the dtype's range, so neither NaN nor
+    # inf reaches the output or the gradient.
+    safe = torch.where(mask, scores.clamp(info.min, info.max),
+                       scores.new_full((), info.min))
+    out = safe.softmax(dim=dim)
+    return torch.where(mask, out, out.new_zeros(()))
+
+
+def _tiny(x: Tensor) -> float:
+    """The smallest normal number of :obj:`x`'s dtype."""
+    return torch.finfo(x.dtype).tiny
+
+
+def _margin(eps: float, x: Tensor) -> float:
+    """:obj:`eps`, raised to the machine epsilon of :obj:`x`'s dtype where
+    it is smaller (``1 - 1e-6`` is 1 in bfloat16)."""
+    return max(eps, torch.finfo(x.dtype).eps)
+
+
+def safe_normalize(x: Tensor, dim: int = -1) -> Tensor:
+    r""":math:`x / \|x\|_2` that neither overflows (a row with entries
+    beyond ``finfo.max ** 0.25``, ~4e9 in float32 and bfloat16, is first
+    divided by its largest magnitude; other rows go through unchanged) nor
+    divides by zero (a zero row stays zero, with a zero gradient; the
+    epsilon is the dtype's smallest normal number)."""
+    big = torch.finfo(x.dtype).max ** 0.25
+    scale = x.detach().abs().amax(dim=dim, keepdim=True)
+    x = x / torch.where(scale > big, scale, scale.new_ones(()))
+    return F.normalize(x, dim=dim, eps=_tiny(x))
 
 
 def weighted_fusion(xs: Union[Tensor, Sequence[Tensor]], weights: Tensor,
@@ -85,13 +113,13 @@ def weighted_fusion(xs: Union[Tensor, Sequence[Tensor]], weights: Tensor,
             ``'sum'`` to add them. (default: ``'concat'``)
     """
     if isinstance(xs, Tensor):
-        x = F.normalize(xs, dim=-1) * weights.unsqueeze(-1)
+        x = safe_normalize(xs, dim=-1) * weights.unsqueeze(-1)
         if mode == 'concat':
             return x.flatten(1)
         if mode == 'sum':
             return x.sum(dim=1)
     else:
-        parts = [F.normalize(x, dim=-1) * weights[:, m:m + 1]
+        parts = [safe_normalize(x, dim=-1) * weights[:, m:m + 1]
                  for m, x in enumerate(xs)]
         if mode == 'concat':
             return torch.cat(parts, dim=-1)
@@ -109,11 +137,15 @@ def mono_confidence(logits: Tensor, mask: Tensor, eps: float = 1e-6
         logits (Tensor): ``[N, M]`` output :math:`g(x_m)` of the confidence
             network.
         mask (Tensor): ``[N, M]`` bool, True where a modality is present.
-        eps (float): The clamp margin :math:`\epsilon`. (default:
+        eps (float): The clamp margin :math:`\epsilon`, raised to the
+            machine epsilon of the dtype where smaller. (default:
             :obj:`1e-6`)
     """
+    eps = _margin(eps, logits)
+    mask = mask.bool()
+    logits = torch.where(mask, logits, logits.new_zeros(()))
     c = torch.sigmoid(logits).clamp(eps, 1 - eps)
-    return c * mask
+    return torch.where(mask, c, c.new_zeros(()))
 
 
 def holo_confidence(c: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
@@ -137,14 +169,16 @@ def holo_confidence(c: Tensor, mask: Tensor, eps: float = 1e-6) -> Tensor:
         eps (float): :math:`\epsilon`, which keeps the ratio finite.
             (default: :obj:`1e-6`)
     """
+    eps = _margin(eps, c)
     k = mask.sum(dim=-1, keepdim=True).to(c.dtype)
+    c = torch.where(mask, c, c.new_ones(()))
     log_c = torch.where(mask, c.clamp_min(eps).log(), torch.zeros_like(c))
     total = log_c.sum(dim=-1, keepdim=True)
     h = (total - log_c) / (total - eps)
     tiny = total.abs() < eps
     h = torch.where(tiny, (k - 1) / k.clamp_min(1), h)
     h = torch.where(k == 1, torch.ones_like(h), h)
-    return h * mask
+    return torch.where(mask, h, h.new_zeros(()))
 
 
 def co_belief(c: Tensor, h: Tensor, detach: bool = True) -> Tensor:
@@ -172,8 +206,8 @@ def mean_attention(attention: Tensor, mask: Tensor) -> Tensor:
     """
     a = attention.mean(dim=1) if attention.dim() == 4 else attention
     pair = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-    a = a * pair
-    return a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    a = torch.where(pair, a, a.new_zeros(()))
+    return a / a.sum(dim=-1, keepdim=True).clamp_min(_tiny(a))
 
 
 def distribution_uniformity(attention: Tensor, mask: Tensor,
@@ -208,19 +242,20 @@ def distribution_uniformity(attention: Tensor, mask: Tensor,
     a = mean_attention(attention.detach(), mask)
     if source == 'col':
         a = a.transpose(-1, -2)
-        a = a / a.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        a = a / a.sum(dim=-1, keepdim=True).clamp_min(_tiny(a))
     elif source not in ('row', 'entity'):
         raise ValueError(f"source must be 'row', 'col' or 'entity' (got "
                          f'{source!r})')
-    m = mask.to(a.dtype)
-    k = m.sum(dim=-1, keepdim=True)
+    zero = a.new_zeros(())
+    k = mask.sum(dim=-1, keepdim=True).to(a.dtype)
     inv_k = 1.0 / k.clamp_min(1)
-    dev = (a - inv_k.unsqueeze(-1)).abs() * m.unsqueeze(-2)
-    du = dev.sum(dim=-1) * inv_k * m
+    dev = torch.where(mask.unsqueeze(-2), (a - inv_k.unsqueeze(-1)).abs(),
+                      zero)
+    du = torch.where(mask, dev.sum(dim=-1) * inv_k, zero)
     if source == 'entity':
-        du = (du.sum(dim=-1, keepdim=True) * inv_k) * m
+        du = torch.where(mask, du.sum(dim=-1, keepdim=True) * inv_k, zero)
     du_max = 2 * (k - 1) * inv_k * inv_k
-    certainty = torch.where(k > 1, du / du_max.clamp_min(1e-12),
+    certainty = torch.where(k > 1, du / du_max.clamp_min(_tiny(du)),
                             torch.ones_like(du)).clamp(0, 1)
     u = torch.where(mask, 1 - certainty, torch.ones_like(certainty))
     return du, u
@@ -252,6 +287,9 @@ def relative_calibration(du: Tensor, mask: Tensor, mode: str = 'geo',
             give :math:`RC = 1`. (default: :obj:`1e-8`)
     """
     du = du.detach()  # RC is a constant to every loss
+    eps = max(eps, _tiny(du))
+    zero = du.new_zeros(())
+    du = torch.where(mask, du, zero)
     m = mask.to(du.dtype)
     k = m.sum(dim=-1, keepdim=True)
     others = (k - m).clamp_min(1)
@@ -259,10 +297,10 @@ def relative_calibration(du: Tensor, mask: Tensor, mode: str = 'geo',
         log_du = torch.where(mask, (du + eps).log(), torch.zeros_like(du))
         ref = ((log_du.sum(dim=-1, keepdim=True) - log_du) / others).exp()
     elif mode == 'pdf_remnant':
-        ref = (du * m).sum(dim=-1, keepdim=True) - du
+        ref = du.sum(dim=-1, keepdim=True) - du
     else:
         raise ValueError(f"mode must be 'geo' or 'pdf_remnant' (got "
                          f'{mode!r})')
     rc = torch.minimum(torch.ones_like(du), (du + eps) / (ref + eps))
     rc = torch.where(k > 1, rc, torch.ones_like(rc))
-    return rc * m
+    return torch.where(mask, rc, zero)

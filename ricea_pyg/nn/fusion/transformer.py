@@ -119,9 +119,16 @@ class CrossModalTransformer(torch.nn.Module):
                 present.
         """
         attn = None
+        # Saturation guard: an entity whose tokens are so large that the
+        # attention scores would overflow (beyond max ** 0.25 of the dtype,
+        # ~4e9 in float32 and bfloat16) is divided by its largest magnitude
+        # first; every other entity goes through bit for bit unchanged.
+        big = torch.finfo(x.dtype).max ** 0.25
+        scale = x.detach().abs().amax(dim=(1, 2), keepdim=True)
+        x = x / torch.where(scale > big, scale, scale.new_ones(()))
         for layer in self.layers:
             x, attn = layer(x, mask)
-        return x * mask.unsqueeze(-1).to(x.dtype), attn
+        return torch.where(mask.unsqueeze(-1), x, x.new_zeros(())), attn
 
     def __repr__(self) -> str:
         return options_repr(self, ('channels', ))

@@ -446,8 +446,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
-    except (CLIError, ConfigError, DataFormatError, FileNotFoundError,
-            ValueError) as e:
+    except (CLIError, ConfigError, DataFormatError, OSError,
+            ValueError) as e:  # OSError: missing files, a full disk, ...
         print(f'ricea {args.command}: error: {e}', file=sys.stderr)
         return 2
     return 0

@@ -38,6 +38,16 @@ def split_alignment(pairs: torch.Tensor, train_ratio: float = 0.3,
         raise ValueError(f'need 0 < train_ratio, 0 <= val_ratio and '
                          f'train_ratio + val_ratio < 1 (got {train_ratio}, '
                          f'{val_ratio})')
+    if pairs.dim() != 2 or pairs.size(0) != 2:
+        raise ValueError(f'pairs must have shape [2, P] (got '
+                         f'{list(pairs.shape)})')
+    # train, val (when asked for) and test each need at least one pair.
+    need = 3 if val_ratio > 0 else 2
+    if num < need:
+        raise ValueError(f'split_alignment needs at least {need} aligned '
+                         f'pairs (one each for train, '
+                         f'{"val, " if need == 3 else ""}test), got {num}; '
+                         'add reference pairs or use a larger dataset')
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(num, generator=gen)
     if train_mask is not None:
@@ -46,10 +56,23 @@ def split_alignment(pairs: torch.Tensor, train_ratio: float = 0.3,
         is_train = train_mask[perm]
         train, rest = perm[is_train], perm[~is_train]
     else:
-        num_train = int(round(train_ratio * num))
+        # At least one pair each, whatever the rounding.
+        num_train = min(max(int(round(train_ratio * num)), 1),
+                        num - need + 1)
         train, rest = perm[:num_train], perm[num_train:]
     num_val = min(int(round(val_ratio * num)), rest.numel())
+    if val_ratio > 0 and rest.numel() >= 2:
+        num_val = min(max(num_val, 1), rest.numel() - 1)
     val, test = rest[:num_val], rest[num_val:]
+    sizes = {'train': train.numel(), 'val': val.numel(),
+             'test': test.numel()}
+    empty = [k for k, n in sizes.items() if n == 0 and (
+        k != 'val' or val_ratio > 0)]
+    if empty:
+        raise ValueError(f'split_alignment left {"/".join(empty)} without '
+                         f'pairs (sizes {sizes} of {num} pairs); each needs '
+                         f'at least one: add reference pairs or change the '
+                         f'train_mask')
     return {'train_index': pairs[:, train], 'val_index': pairs[:, val],
             'test_index': pairs[:, test]}
 

@@ -1,6 +1,7 @@
 """Synthetic KG pairs with a planted alignment, for tests and scale runs."""
 from __future__ import annotations
 
+import numbers
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -79,6 +80,13 @@ def synthetic_pair(num_entities: int = 1000, num_relations: int = 20,
     ``data[side].orig_id`` is the latent entity id. Deterministic in
     :obj:`seed`; 1M entities take about 10 s on 2 cores.
     """
+    if isinstance(num_entities, bool) or not isinstance(
+            num_entities, numbers.Integral) or num_entities < 1:
+        raise ValueError(f'synthetic_pair needs num_entities >= 1 (got '
+                         f'{num_entities!r}); pass a positive entity count')
+    if not isinstance(num_relations, numbers.Integral) or num_relations < 1:
+        raise ValueError(f'synthetic_pair needs num_relations >= 1 (got '
+                         f'{num_relations!r})')
     gen = torch.Generator().manual_seed(seed)
     dims = {**_DEFAULT_DIMS, **(dims or {})}
     noise = {**_DEFAULT_NOISE, **(noise or {})}

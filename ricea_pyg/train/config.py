@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -81,8 +82,9 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f'{name} must be at least 1 (got '
                                   f'{getattr(self, name)!r})')
-        if self.lr <= 0 or self.tau <= 0:
-            raise ConfigError('lr and tau must be positive')
+        self._check_ranges()
+        self._check_modalities()
+        self._check_fusion_kwargs()
         if not 0 <= self.warmup < 1:
             raise ConfigError(f'warmup is a fraction in [0, 1) (got '
                               f'{self.warmup!r})')
@@ -110,6 +112,83 @@ class TrainConfig:
                 'on a self-training round')
         if self.patience < 0 or self.csls_k < 0:
             raise ConfigError('patience and csls_k must be >= 0')
+
+    def _check_ranges(self) -> None:
+        # (name, lowest, lowest allowed, highest, highest allowed, fix)
+        ranges = [('tau', 0, False, None, False, 'a positive temperature'),
+                  ('lr', 0, False, None, False, 'a positive learning rate'),
+                  ('alpha', 0, True, 1, True, 'a weight in [0, 1]'),
+                  ('clip', 0, True, None, False, '>= 0 (0 = no clipping)'),
+                  ('weight_decay', 0, True, None, False, '>= 0'),
+                  ('dropout', 0, True, 1, False, 'a probability in [0, 1)'),
+                  ('lambda_tcp', 0, True, None, False, '>= 0')]
+        for name, low, low_ok, high, high_ok, fix in ranges:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f'{name} must be a number (got {value!r});'
+                                  f' set it to {fix}')
+            bad = (value < low if low_ok else value <= low) or (
+                high is not None and (value > high if high_ok
+                                      else value >= high))
+            if bad or value != value:  # NaN too
+                raise ConfigError(f'{name}={value!r} is out of range; set it '
+                                  f'to {fix}')
+
+    def _check_modalities(self) -> None:
+        if self.modalities is None:
+            return
+        from ricea_pyg.data.schema import MODALITIES
+        mods = self.modalities
+        if isinstance(mods, str) or not isinstance(mods, (list, tuple)):
+            raise ConfigError(f'modalities must be a list of names (got '
+                              f'{mods!r}); choose from {list(MODALITIES)}')
+        if not mods:
+            raise ConfigError(f'modalities is empty (got {mods!r}); name at '
+                              f'least one of {list(MODALITIES)}, or leave it '
+                              'unset for all in the data')
+        unknown = [m for m in mods if m not in MODALITIES]
+        if unknown:
+            raise ConfigError(f'modalities has unknown name(s) {unknown} (got'
+                              f' {list(mods)}); choose from '
+                              f'{list(MODALITIES)}')
+        repeated = sorted({m for m in mods if list(mods).count(m) > 1})
+        if repeated:
+            raise ConfigError(f'modalities repeats {repeated} (got '
+                              f'{list(mods)}); name each modality once')
+
+    def _check_fusion_kwargs(self) -> None:
+        kwargs = self.fusion_kwargs
+        if not isinstance(kwargs, dict):
+            raise ConfigError(f'fusion_kwargs must be an object of keyword '
+                              f'arguments (got {kwargs!r}), e.g. '
+                              '{"mode": "sum"}')
+        if not isinstance(self.fusion, str):
+            return
+        from ricea_pyg.nn.fusion import (
+            fusion_classes,
+            fusion_classes_named,
+            fusion_name,
+        )
+        found = fusion_classes_named(self.fusion)
+        if not found:
+            choices = sorted({fusion_name(c) for c in fusion_classes()})
+            raise ConfigError(f'fusion={self.fusion!r} is not a known '
+                              f'fusion; choose one of {choices}')
+        if len(found) > 1 or not kwargs:
+            return  # ambiguity is reported when the model is built
+        params = inspect.signature(found[0].__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        # num_modalities and channels are set by the model.
+        valid = [k for k, p in params.items()
+                 if k not in ('self', 'num_modalities', 'channels')
+                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for key in kwargs:
+            if key not in valid:
+                raise ConfigError(
+                    f'fusion_kwargs key {key!r} (value {kwargs[key]!r}) is '
+                    f'not an argument of fusion {self.fusion!r} '
+                    f'({found[0].__name__}); valid keys: {valid}')
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

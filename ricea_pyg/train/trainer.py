@@ -167,7 +167,10 @@ class Trainer:
         steps = math.ceil(rows.size(1) / c.batch_size)
         totals: Dict[str, float] = {}
         for step in range(steps):
-            lr = self.lr_at(self.epoch, step / steps)
+            # The rate at the middle of the step: neither the first step
+            # (warm-up) nor the last (cosine) is wasted at 0, and a one-step
+            # run still trains.
+            lr = self.lr_at(self.epoch, (step + 0.5) / steps)
             for group in self.optimizer.param_groups:
                 group['lr'] = lr
             batch = rows[:, perm[step * c.batch_size:(step + 1) *

@@ -36,3 +36,27 @@ def test_errors_name_the_problem(tmp_path):
         TrainConfig(candidates='train')
     with pytest.raises(ConfigError, match='epochs'):
         TrainConfig(epochs=0)
+
+
+@pytest.mark.parametrize('key,value,fix', [
+    ('tau', 0.0, 'positive'), ('tau', -0.1, 'positive'),
+    ('lr', 0.0, 'positive'), ('lr', float('nan'), 'positive'),
+    ('alpha', -0.01, '[0, 1]'), ('alpha', 1.5, '[0, 1]'),
+    ('clip', -1.0, '>= 0'), ('weight_decay', -1e-4, '>= 0'),
+    ('dropout', 1.0, '[0, 1)'), ('dropout', -0.1, '[0, 1)'),
+    ('lambda_tcp', -1.0, '>= 0'), ('tau', 'hot', 'must be a number'),
+    ('batch_size', 0, 'at least 1'),
+])
+def test_range_errors_name_key_value_and_fix(key, value, fix):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(**{key: value})
+    text = str(e.value)
+    assert '\n' not in text and key in text and repr(value) in text
+    assert fix in text
+
+
+def test_range_edges_are_accepted():
+    c = TrainConfig(alpha=0.0, clip=0.0, weight_decay=0.0, dropout=0.0,
+                    lambda_tcp=0.0, epochs=1, batch_size=1)
+    assert TrainConfig(alpha=1.0, dropout=0.99).alpha == 1.0
+    assert c.clip == 0.0

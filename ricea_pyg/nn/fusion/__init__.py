@@ -26,6 +26,8 @@ from ricea_pyg.nn.fusion.resolver import (
     DEFAULT_FUSION,
     FUSIONS,
     fusion_classes,
+    fusion_classes_named,
+    fusion_name,
     fusion_resolver,
 )
 from ricea_pyg.nn.fusion.ricea import (
@@ -41,7 +43,8 @@ __all__ = [
     'ConcatFusion', 'GlobalWeightFusion', 'MEAformerFusion',
     'RelativeInteraction', 'ADCFusion', 'ConfidenceMLP', 'InteractionOutput',
     'CrossModalTransformer', 'DEFAULT_FUSION', 'FUSIONS', 'fusion_classes',
-    'fusion_resolver', 'masked_softmax', 'weighted_fusion',
+    'fusion_classes_named', 'fusion_name', 'fusion_resolver',
+    'masked_softmax', 'weighted_fusion',
     'mono_confidence', 'holo_confidence', 'co_belief', 'mean_attention',
     'distribution_uniformity', 'relative_calibration',
 ]

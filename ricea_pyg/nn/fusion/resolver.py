@@ -38,18 +38,22 @@ def _names(cls: Type[ModalityFusion]) -> List[str]:
     return names + [full, full.replace('fusion', '')]
 
 
-def _candidates(name: str) -> List[Type[ModalityFusion]]:
+def fusion_classes_named(name: str) -> List[Type[ModalityFusion]]:
+    """The fusion classes that answer to :obj:`name` (an alias or a class
+    name, in any case; more than one means the name is ambiguous)."""
+    name = normalize_string(name)
     return [cls for cls in fusion_classes() if name in _names(cls)]
 
 
-def _short_name(cls: Type[ModalityFusion]) -> str:
+def fusion_name(cls: Type[ModalityFusion]) -> str:
+    """The short name of a fusion class: its first alias."""
     return _names(cls)[0]
 
 
 #: The package's own fusions by their first alias (``'concat'``,
 #: ``'global'``, ``'meaformer'``, ``'adc'``), found as subclasses.
 FUSIONS: Dict[str, Type[ModalityFusion]] = {
-    _short_name(cls): cls for cls in fusion_classes()
+    fusion_name(cls): cls for cls in fusion_classes()
     if cls.__module__.startswith('ricea_pyg.')
 }
 
@@ -86,10 +90,10 @@ def fusion_resolver(query: Union[None, str, ModalityFusion,
         return query
     if isinstance(query, type) and issubclass(query, ModalityFusion):
         return query(*args, **kwargs)
-    found = (_candidates(normalize_string(query))
+    found = (fusion_classes_named(normalize_string(query))
              if isinstance(query, str) else [])
     if not found:
-        choices = sorted({_short_name(c) for c in fusion_classes()})
+        choices = sorted({fusion_name(c) for c in fusion_classes()})
         raise ValueError(f'could not resolve fusion {query!r}; choose a '
                          f'name from {choices}, a ModalityFusion subclass '
                          f'or an instance')

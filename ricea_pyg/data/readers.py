@@ -361,6 +361,10 @@ def read_translated_names(path: PathLike, entity_ids: Dict[int, int],
         raise DataFormatError(path, f'invalid JSON ({e.msg})', 'the file must '
                               'be a JSON list of [id, [tokens]]',
                               line=e.lineno) from None
+    if not isinstance(records, list):
+        raise DataFormatError(path, f'the JSON holds {str(records)[:40]!r}, '
+                              'not a list', 'the file must be a JSON list of '
+                              '[id, [tokens]] records')
     names: List[Optional[str]] = [None] * len(entity_ids)
     for k, rec in enumerate(records):
         ok = (isinstance(rec, list) and len(rec) == 2 and isinstance(rec[0], int)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from typing import Callable, List, Optional, Sequence, Union
 
 import torch
@@ -47,7 +48,13 @@ class TextEncoder:
             path = os.path.join(self.cache_dir,
                                 f'text_{self.cache_key(texts)}.pt')
             if os.path.exists(path):
-                return torch.load(path, weights_only=True)
+                try:  # weights only: a crafted file cannot run code
+                    return torch.load(path, weights_only=True)
+                except Exception as e:  # corrupt, torn or not a tensor
+                    reason = str(e).strip().splitlines()[0] if str(
+                        e).strip() else type(e).__name__
+                    warnings.warn(f'{path}: unreadable name-embedding cache '
+                                  f'({reason}); rebuilding it')
         unique = sorted(set(texts))
         pos = {t: i for i, t in enumerate(unique)}
         emb = self._encode(unique).float().cpu() if unique else torch.zeros(

@@ -151,3 +151,33 @@ def test_pair_name_cannot_leave_the_cache(tmp_path, pair):
                processed_dir=str(tmp_path / 'proc'), log=False)
     assert not (tmp_path / 'x').exists()
     assert not (tmp_path / 'proc').exists()
+
+
+def test_crafted_text_cache_never_runs_and_is_rebuilt(tmp_path):
+    from ricea_pyg.data.text import CallableEncoder
+    marker = tmp_path / 'ran'
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))
+
+    enc = CallableEncoder(lambda t: torch.ones(len(t), 2), 'ones',
+                          cache_dir=str(tmp_path))
+    texts = ['a', 'b']
+    path = tmp_path / f'text_{enc.cache_key(texts)}.pt'
+    torch.save({'x': Evil()}, path)
+    with pytest.warns(UserWarning, match='rebuilding'):
+        out = enc.encode(texts)
+    assert not marker.exists()
+    assert torch.equal(out, torch.ones(2, 2))
+    assert torch.equal(torch.load(path, weights_only=True), out)
+
+
+@pytest.mark.parametrize('content', ['42', 'null', '{"a": 1}'])
+def test_names_json_that_is_not_a_list(tmp_path, content):
+    from ricea_pyg.data import DataFormatError
+    from ricea_pyg.data.readers import read_translated_names
+    path = tmp_path / 'names.json'
+    path.write_text(content)
+    with pytest.raises(DataFormatError, match='not a list'):
+        read_translated_names(str(path), {0: 0})

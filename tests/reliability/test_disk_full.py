@@ -154,3 +154,25 @@ def test_cli_align_disk_full_keeps_previous_output(tmp_path, checkpoint):
     assert 'Traceback' not in run.stderr and 'error:' in run.stderr
     assert out.read_bytes() == before
     assert _leftovers(tmp_path, ['pairs.tsv']) == []
+
+
+def test_sigkill_during_align_never_leaves_a_torn_file(tmp_path, checkpoint):
+    out = tmp_path / 'pairs.tsv'
+    cmd = [sys.executable, '-m', 'ricea_pyg.cli', 'align', checkpoint,
+           '--output', str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    complete = out.read_bytes()
+    out.write_bytes(b'previous\n')
+    # Kill at several moments; the file is always the old or the new one.
+    for delay in (0.5, 1.5, 2.5, 3.5):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert out.read_bytes() in (b'previous\n', complete)
+        out.write_bytes(b'previous\n')

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch_geometric.data import Data, HeteroData, InMemoryDataset
 
+from ricea_pyg.datasets.download import sha256_file
 from ricea_pyg.io import atomic_save
 
 __all__ = ['PairDataset', 'default_cache_root', 'check_pair_name',
@@ -80,14 +81,6 @@ def _imports_code(path: str, error: str) -> bool:
     except Exception:  # not a pickle past this point: corrupt
         pass
     return False
-
-
-def _hash_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class PairDataset(InMemoryDataset):
@@ -188,7 +181,7 @@ class PairDataset(InMemoryDataset):
             return self._inputs_memo[1]
         h = hashlib.sha256()
         for name, path, size, mtime in stats:
-            digest = 'absent' if size is None else _hash_file(path)
+            digest = 'absent' if size is None else sha256_file(path)
             h.update(f'{name}\0{size}\0{mtime}\0{digest}\0'.encode())
         out = h.hexdigest()
         self._inputs_memo = (stats_key, out)

@@ -207,7 +207,7 @@ class PairDataset(InMemoryDataset):
 
     def _process(self) -> None:
         # PyG's version unpickles pre_transform.pt / pre_filter.pt with
-        # weights_only=False; the pre-transform is part of the key instead.
+        # the full unpickler; the pre-transform is part of the key instead.
         path = self._checked_processed_path()
         if not self.force_reload and os.path.isfile(path):
             return

@@ -78,7 +78,10 @@ def test_hungarian_threshold_is_the_best_partial_matching(shape):
     # Filtering the plain assignment afterwards is not the same (here worse).
     plain = hungarian_assignment(scores)[1]
     filtered = float((plain - 0.6).clamp_min(0).sum())
-    assert filtered < best - 1e-3 if shape == (5, 5) else filtered <= best
+    if shape == (5, 5):
+        assert filtered < best - 1e-3
+    else:  # here the plain optimum happens to contain the best one
+        assert filtered == pytest.approx(best, abs=1e-5)
 
 
 @pytest.mark.parametrize('shape,csls_k', [((8, 8), 0), ((7, 9), 3),

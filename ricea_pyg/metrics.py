@@ -12,8 +12,10 @@ from ricea_pyg.search.assignment import (
     pair_precision_recall,
 )
 from ricea_pyg.search.csls import true_ranks
+from ricea_pyg.search.embedding import Embeddings
 
 __all__ = ['alignment_metrics', 'evaluate_embeddings', 'rank_metrics',
+           'auroc',
            'CANDIDATE_PROTOCOLS']
 
 #: How candidates are chosen. The standard protocol ranks against the
@@ -31,11 +33,12 @@ def rank_metrics(ranks: Tensor, hits: Sequence[int] = (1, 10)
     return out
 
 
-def alignment_metrics(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
-                      csls_k: int = 0,
+def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
+                      pairs: Tensor, csls_k: int = 0,
                       candidates: Optional[Tuple[Tensor, Tensor]] = None,
                       hits: Sequence[int] = (1, 10),
-                      batch_size: int = 4096) -> Dict[str, float]:
+                      batch_size: int = 4096,
+                      normalize: Optional[bool] = None) -> Dict[str, float]:
     r"""Left-to-right and right-to-left alignment metrics.
 
     Each source of :obj:`pairs` is ranked against all target rows (or the
@@ -43,13 +46,19 @@ def alignment_metrics(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
     ranks (ties count against the query).
 
     Args:
-        source_emb, target_emb: ``[N_s, d]``, ``[N_t, d]``.
+        source_emb, target_emb: ``[N_s, d]``, ``[N_t, d]`` tensors or
+            :class:`~ricea_pyg.search.QueryKey` embeddings.
         pairs: ``[2, P]`` gold pairs (source row, target row).
         csls_k: 0 for cosine, else CSLS with this neighbourhood, computed
             over the candidate sets. (default: :obj:`0`)
         candidates: Optional ``(source_ids, target_ids)`` restricting the
             candidates; each must contain the gold rows of :obj:`pairs`. The
             usual protocol passes ``(pairs[0], pairs[1])`` of the test split.
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
 
     Returns:
         ``hits@1``, ``hits@10``, ``mrr``, ``mr``, and the same keys prefixed
@@ -75,21 +84,24 @@ def alignment_metrics(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
         if (truth < 0).any():
             raise ValueError('a gold counterpart is not among the candidates')
         ranks = true_ranks(q_emb[q_ids], c_emb[cand], truth, csls_k,
-                           batch_size, neighbors=q_emb[q_cand])
+                           batch_size, neighbors=q_emb[q_cand],
+                           normalize=normalize)
         out.update({prefix + k: v for k, v in rank_metrics(ranks,
                                                            hits).items()})
     return out
 
 
-def evaluate_embeddings(source: Tensor, target: Tensor, pairs: Tensor,
-                        csls_k: int = 3, candidates: str = 'test',
-                        one_to_one: bool = False) -> Dict[str, float]:
+def evaluate_embeddings(source: Embeddings, target: Embeddings,
+                        pairs: Tensor, csls_k: int = 3,
+                        candidates: str = 'test', one_to_one: bool = False,
+                        normalize: Optional[bool] = None
+                        ) -> Dict[str, float]:
     r"""Hits@1/10, MRR and MR in both directions for :obj:`pairs`, under a
     named candidate protocol.
 
     Args:
-        source (Tensor): ``[N_s, d]`` source embeddings.
-        target (Tensor): ``[N_t, d]`` target embeddings.
+        source (Tensor or QueryKey): ``[N_s, d]`` source embeddings.
+        target (Tensor or QueryKey): ``[N_t, d]`` target embeddings.
         pairs (Tensor): ``[2, P]`` gold (source, target) pairs, e.g. the
             test split.
         csls_k (int): 0 for cosine, else CSLS with this neighbourhood.
@@ -103,6 +115,8 @@ def evaluate_embeddings(source: Tensor, target: Tensor, pairs: Tensor,
             candidate block (by the same scores) recovers; see
             :func:`~ricea_pyg.search.one_to_one_assignment`.
             (default: :obj:`False`)
+        normalize (bool, optional): As in :func:`alignment_metrics`.
+            (default: :obj:`None`, meaning normalise tensors)
     """
     if candidates == 'test':
         cand = (pairs[0], pairs[1])
@@ -112,13 +126,45 @@ def evaluate_embeddings(source: Tensor, target: Tensor, pairs: Tensor,
         raise ValueError(f'candidates must be one of {CANDIDATE_PROTOCOLS} '
                          f'(got {candidates!r})')
     out = alignment_metrics(source, target, pairs, csls_k=csls_k,
-                            candidates=cand)
+                            candidates=cand, normalize=normalize)
     if one_to_one and cand is None:  # whole KGs: sparse Sinkhorn scales
         result = one_to_one_assignment(source, target, method='sinkhorn',
-                                       csls_k=csls_k)
+                                       csls_k=csls_k, normalize=normalize)
         out['one_to_one_hits@1'] = pair_precision_recall(result.pairs,
                                                          pairs)['recall']
     elif one_to_one:
         out['one_to_one_hits@1'] = one_to_one_hits(source, target, pairs,
-                                                   csls_k=csls_k)
+                                                   csls_k=csls_k,
+                                                   normalize=normalize)
     return out
+
+
+def auroc(scores: Tensor, labels: Tensor) -> float:
+    r"""Area under the ROC curve of :obj:`scores` for telling the positive
+    :obj:`labels` from the negative ones: the probability that a random
+    positive scores above a random negative, ties counting one half (the
+    Mann–Whitney :math:`U` over :math:`n_+ n_-`, with average ranks).
+
+    Args:
+        scores (Tensor): ``[n]`` finite scores, higher meaning positive.
+        labels (Tensor): ``[n]`` bool.
+
+    Raises:
+        ValueError: If a score is not finite or either class is empty.
+    """
+    from scipy.stats import rankdata
+    scores = scores.detach().reshape(-1).double().cpu()
+    labels = labels.reshape(-1).bool().cpu()
+    if scores.numel() != labels.numel():
+        raise ValueError(f'scores and labels differ in size ({scores.numel()}'
+                         f' vs {labels.numel()})')
+    if not torch.isfinite(scores).all():
+        raise ValueError('auroc needs finite scores')
+    n_pos = int(labels.sum())
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f'auroc needs both classes (got {n_pos} positive, '
+                         f'{n_neg} negative)')
+    ranks = torch.from_numpy(rankdata(scores.numpy(), method='average'))
+    u = ranks[labels].sum().item() - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)

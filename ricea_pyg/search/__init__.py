@@ -27,9 +27,11 @@ from ricea_pyg.search.distributed import (
     sharded_csls_search,
     sharded_true_ranks,
 )
+from ricea_pyg.search.embedding import QueryKey, query_key
 from ricea_pyg.search.index import AlignmentIndex, faiss_available, torch_topk
 
-__all__ = ['AlignmentIndex', 'faiss_available', 'torch_topk', 'csls_search',
+__all__ = ['QueryKey', 'query_key',
+           'AlignmentIndex', 'faiss_available', 'torch_topk', 'csls_search',
            'sparse_csls_search',
            'mean_topk_similarity', 'rank_counts', 'true_ranks',
            'top1_both_directions',

@@ -17,6 +17,10 @@ Two solvers:
 pairs with their scores (for export); :func:`one_to_one_hits` is Hits@1 of
 the assignment on a test block; :func:`pair_precision_recall` scores
 exported pairs against labelled ones.
+
+Each takes a :class:`~ricea_pyg.search.QueryKey` where it takes embeddings;
+the score of source :math:`i` and target :math:`j` is then
+:math:`\langle q(s_i), k(t_j) \rangle` in place of the cosine.
 """
 from __future__ import annotations
 
@@ -24,9 +28,9 @@ from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ricea_pyg.search.embedding import Embeddings, query_key
 from ricea_pyg.search.index import AlignmentIndex
 
 __all__ = ['Assignment', 'dense_similarity', 'hungarian_assignment',
@@ -61,7 +65,10 @@ class Assignment(NamedTuple):
     probability: Optional[Tensor]
 
 
-def _check_embeddings(source: Tensor, target: Tensor) -> None:
+def _check_embeddings(source: Embeddings, target: Embeddings) -> None:
+    # Raw halves: a tensor is its own query and key.
+    (source, source_key), (target, target_key) = (
+        query_key(source, False), query_key(target, False))
     if source.dim() != 2 or target.dim() != 2:
         raise ValueError(f'embeddings must be [N, d] (got source '
                          f'{tuple(source.shape)}, target '
@@ -73,12 +80,14 @@ def _check_embeddings(source: Tensor, target: Tensor) -> None:
     if source.size(0) == 0 or target.size(0) == 0:
         raise ValueError(f'empty block ({source.size(0)} sources, '
                          f'{target.size(0)} targets): nothing to assign')
-    for name, x in (('source', source), ('target', target)):
-        if not torch.isfinite(x).all():
+    for name, x, key in (('source', source, source_key),
+                         ('target', target, target_key)):
+        if not (torch.isfinite(x).all() and torch.isfinite(key).all()):
             raise ValueError(f'{name} embeddings contain NaN or inf')
 
 
-def dense_similarity(source: Tensor, target: Tensor, csls_k: int = 0
+def dense_similarity(source: Embeddings, target: Embeddings,
+                     csls_k: int = 0, normalize: Optional[bool] = None
                      ) -> Tensor:
     r"""The dense ``[N_s, N_t]`` score block: cosine, or CSLS
 
@@ -86,18 +95,28 @@ def dense_similarity(source: Tensor, target: Tensor, csls_k: int = 0
         \mathrm{CSLS}(s_i, t_j) = 2 \cos(s_i, t_j) - r_s(s_i) - r_t(t_j)
 
     with :math:`r_s`, :math:`r_t` the mean cosine to the :obj:`csls_k`
-    nearest entities of the other side *within the block*.
+    nearest entities of the other side *within the block*. With a
+    :class:`~ricea_pyg.search.QueryKey` the cosine is
+    :math:`\langle q(s_i), k(t_j) \rangle`, which is symmetric, so
+    :math:`r_t` reads the block's columns.
 
     Args:
-        source (Tensor): ``[N_s, d]`` embeddings (ℓ2-normalised here).
-        target (Tensor): ``[N_t, d]`` embeddings.
+        source (Tensor or QueryKey): ``[N_s, d]`` embeddings (tensors are
+            ℓ2-normalised here).
+        target (Tensor or QueryKey): ``[N_t, d]`` embeddings.
         csls_k (int): CSLS neighbourhood; 0 for cosine. (default: :obj:`0`)
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
     """
     _check_embeddings(source, target)
     if csls_k < 0 or csls_k > min(source.size(0), target.size(0)):
         raise ValueError(f'csls_k={csls_k} must lie in [0, min(N_s, N_t) = '
                          f'{min(source.size(0), target.size(0))}]')
-    sim = F.normalize(source, dim=-1) @ F.normalize(target, dim=-1).t()
+    sim = query_key(source, normalize)[0] @ query_key(target,
+                                                      normalize)[1].t()
     if csls_k > 0:
         r_s = sim.topk(csls_k, dim=1).values.mean(1, keepdim=True)
         r_t = sim.topk(csls_k, dim=0).values.mean(0, keepdim=True)
@@ -302,9 +321,10 @@ def sparse_sinkhorn(index: Tensor, scores: Tensor, size: Tuple[int, int],
     return log_k.exp()
 
 
-def topk_candidates(source: Tensor, target: Tensor, k: int,
+def topk_candidates(source: Embeddings, target: Embeddings, k: int,
                     csls_k: int = 0, symmetric: bool = True,
                     kind: str = 'auto', backend: str = 'auto',
+                    normalize: Optional[bool] = None,
                     **index_kwargs) -> Tuple[Tensor, Tensor]:
     r"""Candidate pairs for :func:`sparse_sinkhorn`: the :obj:`k` nearest
     targets of every source by cosine (an :class:`AlignmentIndex`, FAISS
@@ -315,13 +335,20 @@ def topk_candidates(source: Tensor, target: Tensor, k: int,
     :func:`dense_similarity`).
 
     Args:
-        source (Tensor): ``[N_s, d]`` (ℓ2-normalised here).
-        target (Tensor): ``[N_t, d]``.
+        source (Tensor or QueryKey): ``[N_s, d]`` (tensors are
+            ℓ2-normalised here; targets are searched by the sources'
+            queries against their keys, and back).
+        target (Tensor or QueryKey): ``[N_t, d]``.
         k (int): Candidates per entity, at most :math:`N_t` (and
             :math:`N_s` when symmetric).
         csls_k (int): 0 for cosine. (default: :obj:`0`)
         symmetric (bool): Add each target's :obj:`k` nearest sources, so no
             target is left without candidates. (default: :obj:`True`)
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
         kind, backend, index_kwargs: Passed to :class:`AlignmentIndex`
             (``'auto'`` is exact below 50k targets, IVF above).
 
@@ -338,17 +365,17 @@ def topk_candidates(source: Tensor, target: Tensor, k: int,
                          f'{side}): pass a smaller k')
     if csls_k < 0 or csls_k > k:
         raise ValueError(f'csls_k={csls_k} must lie in [0, k={k}]')
-    source = F.normalize(source.detach(), dim=-1)
-    target = F.normalize(target.detach(), dim=-1)
+    qs, ks = query_key(source.detach(), normalize)
+    qt, kt = query_key(target.detach(), normalize)
     fwd_s, fwd_i = AlignmentIndex(kind, backend=backend, **index_kwargs).add(
-        target).search(source, k)
+        kt).search(qs, k)
     back_k = k if symmetric else csls_k
     rows = torch.arange(n_s, device=source.device).repeat_interleave(k)
     cols, cos = fwd_i.reshape(-1), fwd_s.reshape(-1)
     if back_k > 0:
         back_s, back_i = AlignmentIndex(kind, backend=backend,
-                                        **index_kwargs).add(source).search(
-            target, back_k)
+                                        **index_kwargs).add(ks).search(
+            qt, back_k)
     if symmetric:
         rows = torch.cat([rows, back_i.reshape(-1)])
         cols = torch.cat([cols, torch.arange(
@@ -427,11 +454,11 @@ def greedy_matching(index: Tensor, values: Tensor, size: Tuple[int, int],
     return chosen[torch.argsort(rows[chosen], stable=True)]
 
 
-def _select(emb: Tensor, ids: Optional[Tensor]) -> Tensor:
+def _select(emb: Embeddings, ids: Optional[Tensor]) -> Embeddings:
     return emb if ids is None else emb[ids.to(emb.device)]
 
 
-def one_to_one_assignment(source_emb: Tensor, target_emb: Tensor,
+def one_to_one_assignment(source_emb: Embeddings, target_emb: Embeddings,
                           source_ids: Optional[Tensor] = None,
                           target_ids: Optional[Tensor] = None,
                           method: str = 'auto', csls_k: int = 0,
@@ -440,8 +467,8 @@ def one_to_one_assignment(source_emb: Tensor, target_emb: Tensor,
                           k: Optional[int] = None,
                           temperature: float = 0.02, iterations: int = 15,
                           decode: str = 'greedy', symmetric: bool = True,
-                          kind: str = 'auto', backend: str = 'auto'
-                          ) -> Assignment:
+                          kind: str = 'auto', backend: str = 'auto',
+                          normalize: Optional[bool] = None) -> Assignment:
     r"""One-to-one alignment of a block of sources and targets, for export.
 
     * ``'hungarian'``: :func:`hungarian_assignment` on the dense
@@ -461,8 +488,8 @@ def one_to_one_assignment(source_emb: Tensor, target_emb: Tensor,
     :func:`pair_precision_recall`.
 
     Args:
-        source_emb (Tensor): ``[N_s, d]`` embeddings.
-        target_emb (Tensor): ``[N_t, d]`` embeddings.
+        source_emb (Tensor or QueryKey): ``[N_s, d]`` embeddings.
+        target_emb (Tensor or QueryKey): ``[N_t, d]`` embeddings.
         source_ids (Tensor, optional): Rows of :obj:`source_emb` forming the
             block (default: all). Returned pairs use these global ids.
         target_ids (Tensor, optional): Rows of :obj:`target_emb`
@@ -486,6 +513,11 @@ def one_to_one_assignment(source_emb: Tensor, target_emb: Tensor,
             (default: ``'auto'``)
         backend (str): :class:`AlignmentIndex` backend. (default:
             ``'auto'``)
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
 
     Returns:
         :class:`Assignment` ``(pairs [2, P], scores [P], probability)``.
@@ -504,13 +536,13 @@ def one_to_one_assignment(source_emb: Tensor, target_emb: Tensor,
         if min_probability is not None:
             raise ValueError("min_probability applies to method='sinkhorn' "
                              'only; use threshold (on the score) instead')
-        sim = dense_similarity(source, target, csls_k)
+        sim = dense_similarity(source, target, csls_k, normalize)
         pairs, scores = hungarian_assignment(sim, threshold)
         prob = None
     else:
         k = min(DEFAULT_CANDIDATES, n_s, n_t) if k is None else k
         index, cand = topk_candidates(source, target, k, csls_k, symmetric,
-                                      kind, backend)
+                                      kind, backend, normalize)
         prob_all = sparse_sinkhorn(index, cand, (n_s, n_t), temperature,
                                    iterations)
         keep = torch.ones_like(cand, dtype=torch.bool)
@@ -576,11 +608,12 @@ def pair_precision_recall(predicted: Tensor, gold: Tensor
                 num_gold=float(gold_keys.numel()), num_correct=float(correct))
 
 
-def one_to_one_hits(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
-                    method: str = 'auto', csls_k: int = 0,
+def one_to_one_hits(source_emb: Embeddings, target_emb: Embeddings,
+                    pairs: Tensor, method: str = 'auto', csls_k: int = 0,
                     k: Optional[int] = None, temperature: float = 0.02,
                     iterations: int = 15, decode: str = 'greedy',
-                    backend: str = 'auto') -> float:
+                    backend: str = 'auto',
+                    normalize: Optional[bool] = None) -> float:
     r"""Hits@1 of the one-to-one assignment on the test block: the sources
     ``pairs[0]`` are assigned among the targets ``pairs[1]`` (the
     test-candidate protocol of
@@ -588,11 +621,13 @@ def one_to_one_hits(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
     fraction of gold pairs the assignment contains (its recall).
 
     Args:
-        source_emb (Tensor): ``[N_s, d]`` embeddings.
-        target_emb (Tensor): ``[N_t, d]`` embeddings.
+        source_emb (Tensor or QueryKey): ``[N_s, d]`` embeddings.
+        target_emb (Tensor or QueryKey): ``[N_t, d]`` embeddings.
         pairs (Tensor): ``[2, P]`` gold pairs (source row, target row).
         method, csls_k, k, temperature, iterations, decode, backend: As in
             :func:`one_to_one_assignment`.
+        normalize (bool, optional): As in :func:`one_to_one_assignment`.
+            (default: :obj:`None`)
     """
     if pairs.dim() != 2 or pairs.size(0) != 2 or pairs.size(1) == 0:
         raise ValueError(f'pairs must be [2, P] with P >= 1 (got shape '
@@ -601,5 +636,5 @@ def one_to_one_hits(source_emb: Tensor, target_emb: Tensor, pairs: Tensor,
         source_emb, target_emb, torch.unique(pairs[0]),
         torch.unique(pairs[1]), method=method, csls_k=csls_k, k=k,
         temperature=temperature, iterations=iterations, decode=decode,
-        backend=backend)
+        backend=backend, normalize=normalize)
     return pair_precision_recall(result.pairs, pairs)['recall']

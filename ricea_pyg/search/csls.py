@@ -11,15 +11,21 @@ nearest targets. For a fixed query the ranking only needs
 :math:`2 \langle s_i, t_j\rangle - r_t(t_j) = \langle [2 s_i, -1], [t_j,
 r_t(t_j)] \rangle`, an inner product, so exact CSLS top-k is a MIPS over
 augmented vectors.
+
+Every entry point also takes a :class:`~ricea_pyg.search.QueryKey`, whose
+score :math:`\langle q(a), k(b) \rangle` then replaces the cosine
+throughout: source-to-target scores are :math:`\langle q(s_i), k(t_j)
+\rangle`, :math:`r_s` reads the sources' queries against the targets' keys
+and :math:`r_t` the targets' queries against the sources' keys.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ricea_pyg.search.embedding import Embeddings, query_key
 from ricea_pyg.search.index import AlignmentIndex, _bar, query_chunk_rows
 
 __all__ = ['mean_topk_similarity', 'csls_search', 'sparse_csls_search',
@@ -58,41 +64,48 @@ def _top_by_csls(source: Tensor, target: Tensor, r_s: Tensor, r_t: Tensor,
     return scores - r_s.view(-1, 1), ids
 
 
-def csls_search(source: Tensor, target: Tensor, k: int, csls_k: int = 3,
-                kind: str = 'flat', backend: str = 'auto',
+def csls_search(source: Embeddings, target: Embeddings, k: int,
+                csls_k: int = 3, kind: str = 'flat', backend: str = 'auto',
                 exclude: Optional[Tensor] = None,
-                progress: Optional[bool] = None
+                progress: Optional[bool] = None,
+                normalize: Optional[bool] = None
                 ) -> Tuple[Tensor, Tensor]:
     r"""Top-:obj:`k` targets of every source by CSLS (plain cosine when
-    ``csls_k = 0``). Inputs are ℓ2-normalised here.
+    ``csls_k = 0``). Tensor inputs are ℓ2-normalised here; a
+    :class:`~ricea_pyg.search.QueryKey` scores by
+    :math:`\langle q(s_i), k(t_j) \rangle`.
 
     Args:
         progress (bool, optional): tqdm bars for the index builds and
             searches: True always, False never, None for long ones only.
             (default: :obj:`None`)
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
 
     Returns:
         ``(scores [Q, k], ids [Q, k])`` with CSLS scores.
     """
-    source = F.normalize(source, dim=-1)
-    target = F.normalize(target, dim=-1)
+    qs, ks = query_key(source, normalize)
+    qt, kt = query_key(target, normalize)
     if csls_k <= 0:
         return AlignmentIndex(kind, backend=backend,
-                              progress=progress).add(target).search(
-            source, k, exclude)
-    r_s = mean_topk_similarity(source, target, csls_k, backend, kind,
-                               progress)
-    r_t = mean_topk_similarity(target, source, csls_k, backend, kind,
-                               progress)
-    return _top_by_csls(source, target, r_s, r_t, k, kind, backend, exclude,
+                              progress=progress).add(kt).search(
+            qs, k, exclude)
+    r_s = mean_topk_similarity(qs, kt, csls_k, backend, kind, progress)
+    r_t = mean_topk_similarity(qt, ks, csls_k, backend, kind, progress)
+    return _top_by_csls(qs, kt, r_s, r_t, k, kind, backend, exclude,
                         progress)
 
 
-def sparse_csls_search(source: Tensor, target: Tensor, k: int = 1,
+def sparse_csls_search(source: Embeddings, target: Embeddings, k: int = 1,
                        csls_k: int = 3, candidates: int = 10,
                        kind: str = 'auto', backend: str = 'auto',
                        return_knn: bool = False,
-                       progress: Optional[bool] = None, **index_kwargs):
+                       progress: Optional[bool] = None,
+                       normalize: Optional[bool] = None, **index_kwargs):
     r"""CSLS on candidate pairs only: the scalable pipeline.
 
     One index over the targets gives each source its :obj:`candidates`
@@ -107,6 +120,11 @@ def sparse_csls_search(source: Tensor, target: Tensor, k: int = 1,
         progress (bool, optional): tqdm bars for both indexes: True always,
             False never, None for long builds and searches only.
             (default: :obj:`None`)
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
         index_kwargs: Passed to both :class:`AlignmentIndex` (``nlist``,
             ``nprobe``, ...).
 
@@ -116,15 +134,13 @@ def sparse_csls_search(source: Tensor, target: Tensor, k: int = 1,
     """
     if csls_k < 1 or candidates < max(k, csls_k):
         raise ValueError('need csls_k >= 1 and candidates >= max(k, csls_k)')
-    source = F.normalize(source, dim=-1)
-    target = F.normalize(target, dim=-1)
+    qs, ks = query_key(source, normalize)
+    qt, kt = query_key(target, normalize)
     cos, ids = AlignmentIndex(kind, backend=backend, progress=progress,
-                              **index_kwargs).add(target).search(
-        source, candidates)
+                              **index_kwargs).add(kt).search(qs, candidates)
     r_s = cos[:, :csls_k].mean(dim=1)
     back, _ = AlignmentIndex(kind, backend=backend, progress=progress,
-                             **index_kwargs).add(source).search(
-        target, csls_k)
+                             **index_kwargs).add(ks).search(qt, csls_k)
     r_t = back.mean(dim=1)
     valid = ids >= 0
     csls = 2 * cos - r_s.view(-1, 1) - r_t[ids.clamp_min(0)]
@@ -282,11 +298,12 @@ def rank_counts(queries: Tensor, base: Tensor, truth: Tensor,
     return higher, ties
 
 
-def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
+def true_ranks(source: Embeddings, target: Embeddings, truth: Tensor,
                csls_k: int = 0, batch_size: int = 4096,
-               neighbors: Optional[Tensor] = None,
+               neighbors: Optional[Embeddings] = None,
                max_bytes: Optional[int] = None,
-               progress: Optional[bool] = None) -> Tensor:
+               progress: Optional[bool] = None,
+               normalize: Optional[bool] = None) -> Tensor:
     r"""1-based rank of the true target of every source row.
 
     ``rank = 1 + #{j ≠ truth: score(i, j) >= score(i, truth)}``: ties count
@@ -295,21 +312,27 @@ def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
     queries and :obj:`max_bytes` of scores.
 
     Args:
-        source (torch.Tensor): Queries.
-        target (torch.Tensor): Candidates.
+        source (torch.Tensor or QueryKey): Queries.
+        target (torch.Tensor or QueryKey): Candidates.
         truth (torch.Tensor): Row of :obj:`target` that is each query's
             true counterpart.
         csls_k (int, optional): CSLS neighbourhood (0 = cosine).
             (default: :obj:`0`)
         batch_size (int, optional): Most queries per chunk.
             (default: :obj:`4096`)
-        neighbors (torch.Tensor, optional): The source-side set
-            :math:`r_t` is computed against. (default: :obj:`source`)
+        neighbors (torch.Tensor or QueryKey, optional): The source-side
+            set :math:`r_t` is computed against (its keys).
+            (default: :obj:`source`)
         max_bytes (int, optional): Most bytes of one chunk's scores.
             (default: :data:`~ricea_pyg.search.index.SCORE_CHUNK_BYTES`)
         progress (bool, optional): tqdm bars (the :math:`r_t` search and the
             counting): True always, False never, None for long runs only.
             (default: :obj:`None`)
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
 
     Shapes:
         - **input:** source :math:`(Q, d)`, target :math:`(N, d)`,
@@ -320,65 +343,68 @@ def true_ranks(source: Tensor, target: Tensor, truth: Tensor,
         raise ValueError(f'truth rows must lie in [0, {target.size(0)}) '
                          f'(got {int(truth.min())}..{int(truth.max())}); '
                          'pass row indices into target')
-    source = F.normalize(source, dim=-1)
-    target = F.normalize(target, dim=-1)
+    qs, ks = query_key(source, normalize)
+    qt, kt = query_key(target, normalize)
     r_t = None
     if csls_k > 0:  # rank by <[2s, -1], [t, r_t]> = 2<s, t> - r_t
-        ref = source if neighbors is None else F.normalize(neighbors, dim=-1)
-        r_t = mean_topk_similarity(target, ref, csls_k, progress=progress)
-    higher, ties = rank_counts(source, target, truth, r_t, batch_size,
-                               max_bytes, progress=progress)
+        if neighbors is not None:
+            ks = query_key(neighbors, normalize)[1]
+        r_t = mean_topk_similarity(qt, ks, csls_k, progress=progress)
+    higher, ties = rank_counts(qs, kt, truth, r_t, batch_size, max_bytes,
+                               progress=progress)
     return 1 + higher + ties
 
 
-def top1_both_directions(source: Tensor, target: Tensor, csls_k: int = 0,
-                         backend: str = 'auto',
-                         progress: Optional[bool] = None
+def top1_both_directions(source: Embeddings, target: Embeddings,
+                         csls_k: int = 0, backend: str = 'auto',
+                         progress: Optional[bool] = None,
+                         normalize: Optional[bool] = None
                          ) -> Tuple[Tensor, Tensor, Tensor]:
     r"""Exact best match of every source among the targets and of every
     target among the sources, by CSLS (cosine when ``csls_k = 0``); the
     neighbourhood terms :math:`r_s`, :math:`r_t` are computed once for both
-    directions. :obj:`progress` as in :func:`csls_search`.
+    directions. :obj:`progress` and :obj:`normalize` as in
+    :func:`csls_search`.
 
     Returns:
         ``(scores [Q_s, 1], source_to_target [Q_s, 1],
         target_to_source [Q_t, 1])``.
     """
+    qs, ks = query_key(source, normalize)
+    qt, kt = query_key(target, normalize)
     if csls_k <= 0:
-        s_score, s2t = csls_search(source, target, 1, 0, backend=backend,
-                                   progress=progress)
-        _, t2s = csls_search(target, source, 1, 0, backend=backend,
-                             progress=progress)
+        s_score, s2t = AlignmentIndex('flat', backend=backend,
+                                      progress=progress).add(kt).search(qs, 1)
+        _, t2s = AlignmentIndex('flat', backend=backend,
+                                progress=progress).add(ks).search(qt, 1)
         return s_score, s2t, t2s
-    source = F.normalize(source, dim=-1)
-    target = F.normalize(target, dim=-1)
-    r_s = mean_topk_similarity(source, target, csls_k, backend,
-                               progress=progress)
-    r_t = mean_topk_similarity(target, source, csls_k, backend,
-                               progress=progress)
-    s_score, s2t = _top_by_csls(source, target, r_s, r_t, 1, 'flat', backend,
+    r_s = mean_topk_similarity(qs, kt, csls_k, backend, progress=progress)
+    r_t = mean_topk_similarity(qt, ks, csls_k, backend, progress=progress)
+    s_score, s2t = _top_by_csls(qs, kt, r_s, r_t, 1, 'flat', backend,
                                 progress=progress)
-    _, t2s = _top_by_csls(target, source, r_t, r_s, 1, 'flat', backend,
+    _, t2s = _top_by_csls(qt, ks, r_t, r_s, 1, 'flat', backend,
                           progress=progress)
     return s_score, s2t, t2s
 
 
-def mutual_nearest_neighbors(source: Tensor, target: Tensor,
+def mutual_nearest_neighbors(source: Embeddings, target: Embeddings,
                              csls_k: int = 0,
                              threshold: Optional[float] = None,
                              backend: str = 'auto',
-                             progress: Optional[bool] = None) -> Tensor:
+                             progress: Optional[bool] = None,
+                             normalize: Optional[bool] = None) -> Tensor:
     r"""Pairs ``(i, j)`` where ``j`` is the best target of source ``i`` and
     ``i`` the best source of target ``j`` (iterative-training helper; pass
     only the unaligned entities). With :obj:`threshold`, only pairs whose
     score reaches it. :obj:`progress` as in :func:`csls_search` (the trainer
-    passes its own setting, so ``False`` keeps training logs bar-free).
+    passes its own setting, so ``False`` keeps training logs bar-free), and
+    :obj:`normalize` too.
 
     Returns:
         ``[2, P]`` row indices into :obj:`source` and :obj:`target`.
     """
     s_score, s2t, t2s = top1_both_directions(source, target, csls_k,
-                                             backend, progress)
+                                             backend, progress, normalize)
     i = torch.arange(source.size(0), device=source.device)
     j = s2t[:, 0]
     keep = (j >= 0) & (t2s[j.clamp_min(0), 0] == i)

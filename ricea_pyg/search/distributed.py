@@ -1,12 +1,13 @@
 """Sharded exact search over ``torch.distributed`` (gloo on CPU, nccl on
-GPU). Run under ``torchrun``; every rank holds a shard of the targets."""
+GPU). Run under ``torchrun``; every rank holds a shard of the targets.
+Sources and shards may be :class:`~ricea_pyg.search.QueryKey` embeddings,
+scored as in :func:`~ricea_pyg.search.csls_search`."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
 from ricea_pyg.search.csls import (
@@ -15,6 +16,7 @@ from ricea_pyg.search.csls import (
     rank_chunk_rows,
     rank_counts,
 )
+from ricea_pyg.search.embedding import Embeddings, QueryKey, query_key
 from ricea_pyg.search.index import AlignmentIndex
 
 __all__ = ['ShardedIndex', 'merge_topk', 'shard_range',
@@ -87,9 +89,11 @@ class ShardedIndex:
         return merge_topk(torch.cat(all_s, 1), torch.cat(all_i, 1), k)
 
 
-def _broadcast(x: Tensor, src: Optional[int], group) -> Tensor:
+def _broadcast(x: Embeddings, src: Optional[int], group) -> Embeddings:
+    # In place: a QueryKey sends its query and its key.
     if src is not None:
-        dist.broadcast(x, src=src, group=group)
+        for part in (x.query, x.key) if isinstance(x, QueryKey) else (x,):
+            dist.broadcast(part, src=src, group=group)
     return x
 
 
@@ -102,9 +106,11 @@ def _shard_r_t(shard: Tensor, reference: Tensor, csls_k: int,
     return mean_topk_similarity(shard, reference, csls_k, progress=progress)
 
 
-def sharded_csls_search(source: Tensor, target_shard: Tensor, offset: int,
-                        k: int, csls_k: int = 3, src: Optional[int] = 0,
-                        group=None, progress: Optional[bool] = None
+def sharded_csls_search(source: Embeddings, target_shard: Embeddings,
+                        offset: int, k: int, csls_k: int = 3,
+                        src: Optional[int] = 0, group=None,
+                        progress: Optional[bool] = None,
+                        normalize: Optional[bool] = None
                         ) -> Tuple[Tensor, Tensor]:
     r""":func:`~ricea_pyg.search.csls_search` with the targets sharded over
     the ranks (each passes its shard and the shard's global offset).
@@ -114,27 +120,34 @@ def sharded_csls_search(source: Tensor, target_shard: Tensor, offset: int,
     CSLS top-:obj:`k` is an exact sharded MIPS over the augmented vectors.
     Every rank returns the global ``(scores [Q, k], ids [Q, k])``.
     :obj:`progress` sets each rank's tqdm bars (False: none).
+
+    Args:
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
     """
-    source = F.normalize(_broadcast(source, src, group), dim=-1)
-    shard = F.normalize(target_shard, dim=-1)
+    qs, ks = query_key(_broadcast(source, src, group), normalize)
+    qt, kt = query_key(target_shard, normalize)
     if csls_k <= 0:
         return ShardedIndex(group=group, progress=progress).add(
-            shard, offset).search(source, k, src=None)
+            kt, offset).search(qs, k, src=None)
     r_s = ShardedIndex(group=group, progress=progress).add(
-        shard, offset).search(source, csls_k, src=None)[0].mean(dim=1)
-    q, t = _augment(source, shard, _shard_r_t(shard, source, csls_k,
-                                              progress))
+        kt, offset).search(qs, csls_k, src=None)[0].mean(dim=1)
+    q, t = _augment(qs, kt, _shard_r_t(qt, ks, csls_k, progress))
     scores, ids = ShardedIndex(group=group, progress=progress).add(
         t, offset).search(q, k, src=None)
     return scores - r_s.view(-1, 1), ids
 
 
-def sharded_true_ranks(source: Tensor, target_shard: Tensor, offset: int,
-                       truth: Tensor, csls_k: int = 0,
-                       neighbors: Optional[Tensor] = None,
+def sharded_true_ranks(source: Embeddings, target_shard: Embeddings,
+                       offset: int, truth: Tensor, csls_k: int = 0,
+                       neighbors: Optional[Embeddings] = None,
                        batch_size: int = 4096, src: Optional[int] = 0,
                        group=None, max_bytes: Optional[int] = None,
-                       progress: Optional[bool] = None) -> Tensor:
+                       progress: Optional[bool] = None,
+                       normalize: Optional[bool] = None) -> Tensor:
     r""":func:`~ricea_pyg.search.true_ranks` with the targets sharded over
     the ranks: exact, untruncated 1-based ranks (ties against the query),
     equal to the single-process result.
@@ -147,17 +160,17 @@ def sharded_true_ranks(source: Tensor, target_shard: Tensor, offset: int,
     all-reduce SUM).
 
     Args:
-        source (torch.Tensor): ``[Q, d]`` queries (broadcast from
-            :obj:`src`).
-        target_shard (torch.Tensor): This rank's ``[N_r, d]`` targets,
+        source (torch.Tensor or QueryKey): ``[Q, d]`` queries (broadcast
+            from :obj:`src`, both halves of a :class:`QueryKey`).
+        target_shard (torch.Tensor or QueryKey): This rank's ``[N_r, d]`` targets,
             global rows ``offset .. offset + N_r - 1``.
         offset (int): Global row of the shard's first target.
         truth (torch.Tensor): ``[Q]`` global target row of each query's
             counterpart (broadcast from :obj:`src`).
         csls_k (int, optional): CSLS neighbourhood (0 = cosine).
             (default: :obj:`0`)
-        neighbors (torch.Tensor, optional): The source-side set of
-            :math:`r_t`. (default: :obj:`source`)
+        neighbors (torch.Tensor or QueryKey, optional): The source-side
+            set of :math:`r_t` (its keys). (default: :obj:`source`)
         batch_size (int, optional): Most queries per chunk.
             (default: :obj:`4096`)
         src (int, optional): Rank to broadcast :obj:`source` and
@@ -168,28 +181,34 @@ def sharded_true_ranks(source: Tensor, target_shard: Tensor, offset: int,
             rank. (default: :data:`~ricea_pyg.search.index.SCORE_CHUNK_BYTES`)
         progress (bool, optional): Each rank's tqdm bars: True always,
             False never, None for long runs only. (default: :obj:`None`)
+        normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
+            (False: use them raw as query and key). A
+            :class:`~ricea_pyg.search.QueryKey` is always used raw, and
+            ``True`` with one raises :class:`ValueError`.
+            (default: :obj:`None`, meaning normalise tensors)
     """
-    source = F.normalize(_broadcast(source, src, group), dim=-1)
+    qs, ks = query_key(_broadcast(source, src, group), normalize)
     truth = _broadcast(truth, src, group)
-    shard = F.normalize(target_shard, dim=-1)
+    qt, kt = query_key(target_shard, normalize)
     r_t = None
     if csls_k > 0:
-        ref = source if neighbors is None else F.normalize(neighbors, dim=-1)
-        r_t = _shard_r_t(shard, ref, csls_k, progress)
+        if neighbors is not None:
+            ks = query_key(neighbors, normalize)[1]
+        r_t = _shard_r_t(qt, ks, csls_k, progress)
     local = truth - offset
-    local = torch.where((local >= 0) & (local < shard.size(0)), local, -1)
+    local = torch.where((local >= 0) & (local < kt.size(0)), local, -1)
     # Every rank must run the same chunks (one all-reduce each): take the
     # fewest rows any rank's budget allows, so each stays within its own.
-    rows = torch.tensor([rank_chunk_rows(batch_size, shard.size(0),
-                                         source.dtype, max_bytes)],
-                        device=source.device)
+    rows = torch.tensor([rank_chunk_rows(batch_size, kt.size(0),
+                                         qs.dtype, max_bytes)],
+                        device=qs.device)
     dist.all_reduce(rows, op=dist.ReduceOp.MIN, group=group)
 
     def reduce_true(true: Tensor) -> Tensor:
         dist.all_reduce(true, op=dist.ReduceOp.MAX, group=group)
         return true
 
-    counts = torch.stack(rank_counts(source, shard, local, r_t,
+    counts = torch.stack(rank_counts(qs, kt, local, r_t,
                                      int(rows.item()), max_bytes,
                                      reduce_true, progress))
     dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)

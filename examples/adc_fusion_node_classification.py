@@ -3,13 +3,20 @@
 Data: the project's synthetic generator (``ricea_pyg.data.synthetic_pair``,
 one side of the pair), with class labels and homophilous edges. Every node
 carries four feature views (attr, img, name, char) of different quality, and
-each view is missing for a share of the nodes (masked, never noise): the
-best view (name) is missing most often. No download needed.
+each view is missing for a share of the nodes (masked): the best view (name)
+is missing most often. On top of that, ``CorruptModalities`` gives 30 % of
+the nodes that have a name another node's name (``--corrupt``), a
+deliberately wrong view. No download needed.
 
-Model: one Linear per view -> fusion -> 2 x GCNConv -> classes. For
-ADCFusion the confidence MLP learns from a TCP loss, as in RICEA: per-view
-linear heads give the probability of the true class, and ``tcp_loss`` pulls
-each view's confidence towards it.
+Model: one Linear per view -> fusion -> 2 x GCNConv -> classes. The model
+adds one call for the fusion's own losses, ``auxiliary_loss(out, p)``, where
+``p [N, M]`` is the probability that each view alone gives the true class
+(per-view linear heads): it trains ADC's confidence (TCP loss) and teaches
+its attention-read uncertainty to flag a failing view. ``ADCFusion`` fuses
+its transformer outputs (``features='z'``), so the task loss trains the
+transformer too. Printed per fusion: accuracy, time, mean weight per view,
+and how well ``1 - weight`` (and ADC's uncertainty) of the name view tells
+corrupted names from clean ones (AUROC).
 
     python examples/adc_fusion_node_classification.py [--nodes 6000]
 """
@@ -21,11 +28,15 @@ import torch.nn.functional as F
 from torch_geometric.nn import GCNConv
 from torch_geometric.utils import to_undirected
 
-from ricea_pyg.data import synthetic_pair
-from ricea_pyg.loss import tcp_loss
+from ricea_pyg.data import CorruptModalities, synthetic_pair
+from ricea_pyg.loss import auxiliary_loss
+from ricea_pyg.metrics import auroc
 from ricea_pyg.nn import fusion_resolver
 
 VIEWS = ['attr', 'img', 'name', 'char']
+#: Constructor options per fusion: ADC fuses its transformer outputs, so
+#: that the task loss reaches the transformer.
+FUSION_KWARGS = {'adc': {'features': 'z'}}
 
 
 class MultiViewGCN(torch.nn.Module):
@@ -34,11 +45,12 @@ class MultiViewGCN(torch.nn.Module):
         self.proj = torch.nn.ModuleList([torch.nn.Linear(d, hidden)
                                          for d in in_dims])
         self.fusion = fusion_resolver(fusion, num_modalities=len(in_dims),
-                                      channels=hidden)
+                                      channels=hidden,
+                                      **FUSION_KWARGS.get(fusion, {}))
         out = self.fusion.out_channels(hidden)
         self.conv1 = GCNConv(out, hidden)
         self.conv2 = GCNConv(hidden, num_classes)
-        # Per-view heads: the TCP target for ADCFusion's confidences.
+        # Per-view heads: the target of the fusion's auxiliary losses.
         self.view_heads = torch.nn.ModuleList([
             torch.nn.Linear(hidden, num_classes) for _ in in_dims])
 
@@ -80,10 +92,8 @@ def run(fusion, data, epochs, seed):
                                           y[train][m[train]])
             probs.append(view_logits.softmax(-1).gather(
                 1, y[train].view(-1, 1)).squeeze(1))
-        if out.extras is not None and 'confidence' in out.extras:
-            p = torch.stack(probs, dim=1).detach()
-            loss = loss + tcp_loss(out.extras['confidence'][train], p,
-                                   mask[train])
+        p = torch.stack(probs, dim=1).detach()
+        loss = loss + auxiliary_loss(out.select(train), p)
         loss.backward()
         opt.step()
         model.eval()
@@ -94,11 +104,21 @@ def run(fusion, data, epochs, seed):
             best_val = acc_val
             test_at_best = (pred[test] == y[test]).float().mean().item()
     with torch.no_grad():
-        _, (w, _) = model.fusion(
+        _, (w, u) = model.fusion(
             [p(x) for p, x in zip(model.proj, xs)], mask=mask,
             return_weights=True)
     mean_w = (w.sum(0) / mask.sum(0).clamp_min(1)).tolist()
-    return best_val, test_at_best, mean_w
+    # Corrupted vs clean names, among the nodes whose name is present and
+    # that have another view to weigh it against.
+    name = VIEWS.index('name')
+    rows = mask[:, name] & (mask.sum(1) > 1)
+    bad = store.corrupted_name[rows]
+    separation = {}
+    if 0 < int(bad.sum()) < int(rows.sum()):
+        separation['1-w'] = auroc(1 - w[rows, name], bad)
+        if u is not None:
+            separation['u'] = auroc(u[rows, name], bad)
+    return best_val, test_at_best, mean_w, separation
 
 
 def main():
@@ -106,6 +126,9 @@ def main():
     parser.add_argument('--nodes', type=int, default=6000)
     parser.add_argument('--epochs', type=int, default=150)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--corrupt', type=float, default=0.3,
+                        help='share of the present names replaced by '
+                        "another node's name (default: 0.3)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = synthetic_pair(
@@ -114,17 +137,25 @@ def main():
         noise={'attr': 2.5, 'img': 2.0, 'name': 0.3, 'char': 3.0},
         missing={'attr': 0.2, 'img': 0.3, 'name': 0.6, 'char': 0.1},
         seed=args.seed)
+    data = CorruptModalities(['name'], keep_ratio=1 - args.corrupt,
+                             treatment='wrong', seed=args.seed,
+                             node_types=('source', ))(data)
     print(f'Synthetic multi-view graph (ricea_pyg.data.synthetic_pair): '
           f'{data["source"].num_nodes} nodes, views {VIEWS}, missing '
           f'{[round(1 - data["source"][f"mask_{v}"].float().mean().item(), 2) for v in VIEWS]}')  # noqa: E501
+    print(f'{args.corrupt:.0%} of the present names are another node\'s '
+          '(CorruptModalities, treatment="wrong")')
     print(f'{"fusion":<10} {"val acc":>8} {"test acc":>9} {"time s":>7}  '
-          f'mean weight per view (present nodes)')
+          f'mean weight per view (present nodes) | AUROC of corrupted '
+          f'names')
     for fusion in ('concat', 'meaformer', 'adc'):
         t = time.perf_counter()
-        val, test, w = run(fusion, data, args.epochs, args.seed)
+        val, test, w, sep = run(fusion, data, args.epochs, args.seed)
         print(f'{fusion:<10} {val:>8.4f} {test:>9.4f} '
               f'{time.perf_counter() - t:>7.1f}  '
-              + ' '.join(f'{v}={x:.2f}' for v, x in zip(VIEWS, w)))
+              + ' '.join(f'{v}={x:.2f}' for v, x in zip(VIEWS, w))
+              + ' | ' + (' '.join(f'{k} {v:.3f}' for k, v in sep.items())
+                         or '-'))
 
 
 if __name__ == '__main__':

@@ -49,8 +49,8 @@ def explain_model(model: RICEA, data: HeteroData, inputs: PairInputs,
                           if isinstance(v, Tensor)})
     n_s, mods = inputs.num_source, inputs.modalities
     test = data[ALIGN].test_index
-    _, top = csls_search(out.fused[:n_s][test[0]], out.fused[n_s:][test[1]],
-                         1, csls_k)
+    emb = out.embeddings
+    _, top = csls_search(emb[:n_s][test[0]], emb[n_s:][test[1]], 1, csls_k)
     correct = torch.full((inputs.num_entities,), -1, dtype=torch.long)
     correct[test[0]] = (top[:, 0] == torch.arange(test.size(1))).long()
     uris = entity_uris(data, SIDES[0]) + entity_uris(data, SIDES[1])

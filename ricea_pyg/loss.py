@@ -11,23 +11,26 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from ricea_pyg.search.embedding import Embeddings, query_key
 
 __all__ = ['in_batch_logits', 'icl_terms', 'icl_loss',
            'true_counterpart_probability', 'tcp_target', 'tcp_loss',
+           'uncertainty_loss', 'auxiliary_losses', 'auxiliary_loss',
            'UncertaintyWeighting', 'RICEALoss', 'dual_amn_loss',
            'hard_negative_ids']
 
 
-def _same_kg_logits(x: Tensor, tau: float) -> Tensor:
-    """``<x_i, x_j> / tau`` with the diagonal masked (``[..., B, B]``)."""
-    same = (x / tau) @ x.transpose(-1, -2)
+def _same_kg_logits(query: Tensor, key: Tensor, tau: float) -> Tensor:
+    """``<q_i, k_j> / tau`` with the diagonal masked (``[..., B, B]``)."""
+    same = (query / tau) @ key.transpose(-1, -2)
     same.diagonal(dim1=-2, dim2=-1).fill_(float('-inf'))
     return same
 
 
-def in_batch_logits(anchor: Tensor, counterpart: Tensor, tau: float = 0.1
+def in_batch_logits(anchor: Embeddings, counterpart: Embeddings,
+                    tau: float = 0.1, normalize: Optional[bool] = None
                     ) -> Tensor:
     r"""Logits of each anchor against its in-batch candidates.
 
@@ -39,75 +42,90 @@ def in_batch_logits(anchor: Tensor, counterpart: Tensor, tau: float = 0.1
         \ell_{ij} = \frac{\langle \hat a_i, \hat c_j \rangle}{\tau}, \qquad
         \ell_{i,B+j} = \frac{\langle \hat a_i, \hat a_j\rangle}{\tau},\ j\ne i
 
-    with ℓ2-normalised rows.
+    with ℓ2-normalised rows, or with :math:`\langle q(a_i), k(\cdot)
+    \rangle` for :class:`~ricea_pyg.search.QueryKey` embeddings (the score
+    search uses, :func:`~ricea_pyg.nn.fusion.pair_mean_query_key`).
 
     Args:
-        anchor (Tensor): ``[B, d]`` or ``[..., B, d]``.
-        counterpart (Tensor): Same shape, row ``i`` aligned with anchor ``i``.
+        anchor (Tensor or QueryKey): ``[B, d]`` or ``[..., B, d]``.
+        counterpart (Tensor or QueryKey): Same shape, row ``i`` aligned
+            with anchor ``i``.
         tau (float): Temperature. (default: :obj:`0.1`)
+        normalize (bool, optional): ``False`` uses tensors as they are.
+            (default: :obj:`None`, ℓ2-normalise tensors)
 
     Returns:
         ``[..., B, 2B]``; the target of row ``i`` is column ``i``.
     """
-    a = F.normalize(anchor, dim=-1)
-    c = F.normalize(counterpart, dim=-1)
-    return torch.cat([a @ c.transpose(-1, -2) / tau,
-                      _same_kg_logits(a, tau)], dim=-1)
+    aq, ak = query_key(anchor, normalize)
+    _, ck = query_key(counterpart, normalize)
+    return torch.cat([aq @ ck.transpose(-1, -2) / tau,
+                      _same_kg_logits(aq, ak, tau)], dim=-1)
 
 
 class _ICLTerms(torch.autograd.Function):
-    """The two CE vectors of :func:`icl_terms` on ℓ2-normalised rows.
+    """The two CE vectors of :func:`icl_terms` from the query and key rows of
+    both sides (the same tensor twice for a cosine score: autograd adds the
+    two gradients).
 
     Only the ``[B, d]`` inputs and the ``[B]`` log-sum-exps are saved; the
     ``[B, B]`` products are recomputed in backward (one extra product each),
-    so a step holds no ``[B, B]`` matrix between forward and backward.
+    so a step holds no ``[B, B]`` matrix between forward and backward. The
+    score is symmetric, so target ``j``'s logits against the sources are
+    column ``j`` of the source-to-target block.
     """
 
     @staticmethod
-    def forward(ctx, s: Tensor, t: Tensor, tau: float):
-        cross = (s / tau) @ t.transpose(-1, -2)  # row i: source i vs targets
+    def forward(ctx, sq: Tensor, sk: Tensor, tq: Tensor, tk: Tensor,
+                tau: float):
+        cross = (sq / tau) @ tk.transpose(-1, -2)  # row i: source i
         pos = cross.diagonal(dim1=-2, dim2=-1).clone()
         lse_s, lse_t = cross.logsumexp(dim=-1), cross.logsumexp(dim=-2)
         del cross
-        if s.size(-2) > 1:  # B = 1 has no same-KG candidate
-            lse_s = torch.logaddexp(lse_s,
-                                    _same_kg_logits(s, tau).logsumexp(-1))
-            lse_t = torch.logaddexp(lse_t,
-                                    _same_kg_logits(t, tau).logsumexp(-1))
+        if sq.size(-2) > 1:  # B = 1 has no same-KG candidate
+            lse_s = torch.logaddexp(
+                lse_s, _same_kg_logits(sq, sk, tau).logsumexp(-1))
+            lse_t = torch.logaddexp(
+                lse_t, _same_kg_logits(tq, tk, tau).logsumexp(-1))
         ctx.tau = tau
-        ctx.save_for_backward(s, t, lse_s, lse_t)
+        ctx.save_for_backward(sq, sk, tq, tk, lse_s, lse_t)
         return lse_s - pos, lse_t - pos
 
     @staticmethod
-    def _same_kg_grad(x: Tensor, lse: Tensor, g: Tensor, tau: float
-                      ) -> Tensor:
-        p = _same_kg_logits(x, tau).sub_(lse.unsqueeze(-1)).exp_()
+    def _same_kg_grad(q: Tensor, k: Tensor, lse: Tensor, g: Tensor,
+                      tau: float) -> Tuple[Tensor, Tensor]:
+        p = _same_kg_logits(q, k, tau).sub_(lse.unsqueeze(-1)).exp_()
         p.mul_(g.unsqueeze(-1))
-        # logit[i, j] = <x_i, x_j> / tau: both factors get gradient.
-        return (p + p.transpose(-1, -2)) @ x / tau
+        # logit[i, j] = <q_i, k_j> / tau: both factors get gradient.
+        return p @ k / tau, p.transpose(-1, -2) @ q / tau
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_s: Tensor, g_t: Tensor):
-        s, t, lse_s, lse_t = ctx.saved_tensors
+        sq, sk, tq, tk, lse_s, lse_t = ctx.saved_tensors
         tau = ctx.tau
         # d CE / d cross = row softmax * g_s + column softmax * g_t - I.
-        cross = (s / tau) @ t.transpose(-1, -2)
+        cross = (sq / tau) @ tk.transpose(-1, -2)
         grad = (cross - lse_s.unsqueeze(-1)).exp_().mul_(g_s.unsqueeze(-1))
         grad.add_(cross.sub_(lse_t.unsqueeze(-2)).exp_().mul_(
             g_t.unsqueeze(-2)))
         del cross
         grad.diagonal(dim1=-2, dim2=-1).sub_(g_s + g_t)
-        grad_s = grad @ t / tau
-        grad_t = grad.transpose(-1, -2) @ s / tau
-        if s.size(-2) > 1:
-            grad_s += _ICLTerms._same_kg_grad(s, lse_s, g_s, tau)
-            grad_t += _ICLTerms._same_kg_grad(t, lse_t, g_t, tau)
-        return grad_s, grad_t, None
+        grad_sq = grad @ tk / tau
+        grad_tk = grad.transpose(-1, -2) @ sq / tau
+        grad_sk = grad_tq = None
+        if sq.size(-2) > 1:
+            gq, grad_sk = _ICLTerms._same_kg_grad(sq, sk, lse_s, g_s, tau)
+            grad_sq = grad_sq + gq
+            grad_tq, gk = _ICLTerms._same_kg_grad(tq, tk, lse_t, g_t, tau)
+            grad_tk = grad_tk + gk
+        else:
+            grad_sk, grad_tq = torch.zeros_like(sk), torch.zeros_like(tq)
+        return grad_sq, grad_sk, grad_tq, grad_tk, None
 
 
-def icl_terms(source: Tensor, target: Tensor, tau: float = 0.1
-              ) -> Tuple[Tensor, Tensor]:
+def icl_terms(source: Embeddings, target: Embeddings, tau: float = 0.1,
+              normalize: Optional[bool] = None) -> Tuple[Tensor, Tensor]:
     r"""Per-pair cross-entropy over the :func:`in_batch_logits` candidate set,
     in both directions, without building the ``[B, 2B]`` logits:
 
@@ -121,14 +139,17 @@ def icl_terms(source: Tensor, target: Tensor, tau: float = 0.1
     products instead of keeping them (memory ``O(B d)`` between passes).
 
     Args:
-        source, target (Tensor): ``[..., B, d]`` aligned rows.
+        source, target (Tensor or QueryKey): ``[..., B, d]`` aligned rows.
         tau (float): Temperature. (default: :obj:`0.1`)
+        normalize (bool, optional): ``False`` uses tensors as they are.
+            (default: :obj:`None`, ℓ2-normalise tensors)
 
     Returns:
         ``(ce_source_to_target [..., B], ce_target_to_source [..., B])``.
     """
-    return _ICLTerms.apply(F.normalize(source, dim=-1),
-                           F.normalize(target, dim=-1), tau)
+    sq, sk = query_key(source, normalize)
+    tq, tk = query_key(target, normalize)
+    return _ICLTerms.apply(sq, sk, tq, tk, tau)
 
 
 def icl_loss(source: Tensor, target: Tensor, tau: float = 0.1,
@@ -231,6 +252,109 @@ def tcp_loss(confidence: Tensor, target: Tensor, valid: Tensor) -> Tensor:
     return diff.sum() / valid.sum().clamp_min(1).to(diff.dtype)
 
 
+def uncertainty_loss(uncertainty: Tensor, target: Tensor, valid: Tensor
+                     ) -> Tensor:
+    r"""Teaches an uncertainty to predict that a modality fails on its own:
+    a squared error against the probability of failure,
+
+    .. math::
+        \mathcal{L}_{u} = \frac{1}{|V|}\sum_{(e,m) \in V}
+        \big(u_m(e) - (1 - \mathrm{sg}(p_m(e)))\big)^2
+
+    over the valid entries :math:`V`; 0 when none is valid. With ADC's
+    :math:`u`, read from the attention
+    (:func:`~ricea_pyg.nn.fusion.distribution_uniformity`), it trains the
+    attention so that a modality that cannot identify its entity (missing
+    information, noise, another entity's data) gets a uniform attention
+    row, hence a high :math:`u` and a low relative calibration.
+
+    Args:
+        uncertainty (Tensor): ``[N, M]`` uncertainties :math:`u \in [0, 1]`.
+        target (Tensor): ``[N, M]`` true-class probabilities :math:`p`; no
+            gradient flows into it.
+        valid (Tensor): ``[N, M]`` bool, True where the entry counts.
+    """
+    valid = valid.bool()
+    zero = uncertainty.new_zeros(())
+    u = torch.where(valid, uncertainty, zero)
+    p = torch.where(valid, target.detach().to(u.dtype), zero)
+    diff = torch.where(valid, (u - (1 - p)).square(), zero)
+    return diff.sum() / valid.sum().clamp_min(1).to(diff.dtype)
+
+
+def auxiliary_losses(out, target_scores: Tensor, lambda_tcp: float = 1.0,
+                     lambda_uncertainty: float = 1.0) -> Dict[str, Tensor]:
+    r"""The auxiliary losses of a fusion's output, by name: what a model adds
+    to its task loss so that every part of the fusion trains.
+
+    * ``'tcp'``: :func:`tcp_loss` of the confidence
+      (:attr:`~ricea_pyg.nn.fusion.FusionAuxiliary.confidence`), for fusions
+      that have one (:class:`~ricea_pyg.nn.ADCFusion`);
+    * ``'uncertainty'``: :func:`uncertainty_loss` of the uncertainty, for
+      fusions whose uncertainty carries a gradient, over the entities with
+      at least two present modalities (with one, :math:`u` is 0 by
+      definition).
+
+    Fusions without these terms (``concat``, ``global``) give an empty
+    dict.
+
+    Args:
+        out (FusionOutput or ModelOutput): The fusion's output (it needs
+            ``mask``, ``aux`` and ``uncertainty``).
+        target_scores (Tensor): ``[N, M]`` probability that each modality
+            alone gives the right answer: for a classifier, the softmax
+            probability of the true class from a per-modality head; for
+            alignment, :func:`tcp_target`. Detached here.
+        lambda_tcp (float): Weight of ``'tcp'``. (default: :obj:`1.0`)
+        lambda_uncertainty (float): Weight of ``'uncertainty'``.
+            (default: :obj:`1.0`)
+    """
+    if out.mask is None:
+        raise ValueError('auxiliary_losses needs the output of a fusion '
+                         '(forward_full) or of a model: it has no mask')
+    if target_scores.shape != out.mask.shape:
+        raise ValueError(f'target_scores must be [N, M] = '
+                         f'{list(out.mask.shape)} (got '
+                         f'{list(target_scores.shape)})')
+    mask = out.mask.bool()
+    parts: Dict[str, Tensor] = {}
+    aux = out.aux
+    if aux is not None and aux.confidence is not None and lambda_tcp > 0:
+        parts['tcp'] = lambda_tcp * tcp_loss(aux.confidence, target_scores,
+                                             mask)
+    u = out.uncertainty
+    if u is not None and u.requires_grad and lambda_uncertainty > 0:
+        several = mask & (mask.sum(dim=-1, keepdim=True) > 1)
+        parts['uncertainty'] = lambda_uncertainty * uncertainty_loss(
+            u, target_scores, several)
+    return parts
+
+
+def auxiliary_loss(out, target_scores: Tensor, lambda_tcp: float = 1.0,
+                   lambda_uncertainty: float = 1.0) -> Tensor:
+    r"""The sum of :func:`auxiliary_losses` (a zero scalar when the fusion has
+    none): one call that a model adds to its task loss.
+
+    .. code-block:: python
+
+        out = fusion.forward_full(xs, mask)
+        logits = head(out.fused)
+        probs = per_modality_true_class_probability(xs)  # [N, M]
+        loss = F.cross_entropy(logits, y) + auxiliary_loss(out, probs)
+
+    Args:
+        out (FusionOutput or ModelOutput): The fusion's output.
+        target_scores (Tensor): ``[N, M]``, see :func:`auxiliary_losses`.
+        lambda_tcp (float): (default: :obj:`1.0`)
+        lambda_uncertainty (float): (default: :obj:`1.0`)
+    """
+    parts = auxiliary_losses(out, target_scores, lambda_tcp,
+                             lambda_uncertainty)
+    if not parts:
+        return out.fused.new_zeros(())
+    return torch.stack(list(parts.values())).sum()
+
+
 class UncertaintyWeighting(torch.nn.Module):
     r"""Learnable uncertainty weighting of several losses (Kendall et al.,
     as MEAformer's ``CustomMultiLossLayer``):
@@ -273,9 +397,12 @@ class RICEALoss(torch.nn.Module):
     .. math::
         \mathcal{L} = \mathcal{L}_{joint} + \mathrm{UW}(\mathcal{L}_{in})
         + \mathrm{UW}(\mathcal{L}_{out}) + \lambda_{tcp}
-        \mathcal{L}_{tcp}
+        \mathcal{L}_{tcp} + \lambda_{u} \mathcal{L}_{u}
 
-    * :math:`\mathcal{L}_{joint}`: :func:`icl_loss` on the fused embedding;
+    * :math:`\mathcal{L}_{joint}`: :func:`icl_loss` on the fused embedding,
+      by the score search uses (the model output's
+      :attr:`~ricea_pyg.models.ModelOutput.embeddings`: the cosine of the
+      fused vectors, or the query/key score of ``scoring='pair_mean'``);
     * :math:`\mathcal{L}_{in}`: :func:`icl_loss` on each modality embedding
       :math:`\mathbf{x}_m`, over the pairs where both sides have it;
     * :math:`\mathcal{L}_{out}`: the same on each transformer output
@@ -285,8 +412,12 @@ class RICEALoss(torch.nn.Module):
       modality's confidence and the probability that the modality alone
       gives the true counterpart (fusions with a confidence only). A
       counterpart that lacks the modality makes that probability small, as
-      the modality cannot identify it.
+      the modality cannot identify it;
+    * :math:`\mathcal{L}_{u}`: :func:`uncertainty_loss` of the fusion's
+      uncertainty against the same probabilities (not in the method; off
+      by default).
 
+    The last two are :func:`auxiliary_losses`, averaged over both sides.
     :math:`\mathrm{UW}` is :class:`UncertaintyWeighting` (or a plain sum).
 
     Args:
@@ -295,14 +426,17 @@ class RICEALoss(torch.nn.Module):
         alpha (float): ICL direction mix. (default: :obj:`0.5`)
         lambda_tcp (float): (default: :obj:`1.0`)
         uncertainty_weighting (bool): (default: :obj:`True`)
+        lambda_uncertainty (float): :math:`\lambda_u`. (default: :obj:`0.0`)
     """
 
     def __init__(self, num_modalities: int, tau: float = 0.1,
                  alpha: float = 0.5, lambda_tcp: float = 1.0,
-                 uncertainty_weighting: bool = True):
+                 uncertainty_weighting: bool = True,
+                 lambda_uncertainty: float = 0.0):
         super().__init__()
         self.num_modalities = num_modalities
         self.tau, self.alpha, self.lambda_tcp = tau, alpha, lambda_tcp
+        self.lambda_uncertainty = lambda_uncertainty
         if uncertainty_weighting:
             self.in_weighting = UncertaintyWeighting(num_modalities)
             self.out_weighting = UncertaintyWeighting(num_modalities)
@@ -329,28 +463,30 @@ class RICEALoss(torch.nn.Module):
     def forward(self, source, target) -> Tuple[Tensor, Dict[str, float]]:
         """Args: the :class:`~ricea_pyg.models.ModelOutput` of ``B`` source
         rows and of their ``B`` counterparts. Returns the total loss and
-        its parts (floats, for logging)."""
+        its parts (floats, for logging; the TCP part is logged as
+        ``'tcp'``, the uncertainty part as ``'uncertainty'``)."""
         both = source.mask & target.mask
         parts: Dict[str, Tensor] = {}
-        parts['joint'] = icl_loss(source.fused, target.fused, self.tau,
-                                  self.alpha)
+        parts['joint'] = icl_loss(source.embeddings, target.embeddings,
+                                  self.tau, self.alpha)
         per_in, (ce_s, ce_t) = self._per_modality(source.x, target.x, both)
         l_in = self._combine(self.in_weighting, per_in)
         if l_in is not None:
             parts['in'] = l_in
-        if 'z' in source.extras:
-            per_out, _ = self._per_modality(source.extras['z'],
-                                            target.extras['z'], both)
+        if source.aux is not None and source.aux.z is not None:
+            per_out, _ = self._per_modality(source.aux.z, target.aux.z, both)
             l_out = self._combine(self.out_weighting, per_out)
             if l_out is not None:
                 parts['out'] = l_out
-        if 'confidence' in source.extras and self.lambda_tcp > 0:
-            # tcp_target's p = exp(-CE) of the same candidate set as L_in:
-            # reuse those CEs instead of recomputing the logits.
-            p_s, p_t = (-ce_s.detach()).exp().t(), (-ce_t.detach()).exp().t()
-            parts['tcp'] = self.lambda_tcp * 0.5 * (
-                tcp_loss(source.extras['confidence'], p_s, source.mask)
-                + tcp_loss(target.extras['confidence'], p_t, target.mask))
+        # tcp_target's p = exp(-CE) of the same candidate set as L_in:
+        # reuse those CEs instead of recomputing the logits.
+        p_s, p_t = (-ce_s.detach()).exp().t(), (-ce_t.detach()).exp().t()
+        aux_s = auxiliary_losses(source, p_s, self.lambda_tcp,
+                                 self.lambda_uncertainty)
+        aux_t = auxiliary_losses(target, p_t, self.lambda_tcp,
+                                 self.lambda_uncertainty)
+        for name in aux_s:
+            parts[name] = 0.5 * (aux_s[name] + aux_t[name])
         total = torch.stack(list(parts.values())).sum()
         return total, {k: float(v.detach()) for k, v in parts.items()}
 

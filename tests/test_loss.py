@@ -15,6 +15,7 @@ from ricea_pyg.loss import (
     true_counterpart_probability,
 )
 from ricea_pyg.models import ModelOutput
+from ricea_pyg.nn import FusionAuxiliary
 
 
 def test_icl_hand_checked():
@@ -121,12 +122,12 @@ def _outputs(b=5, m=3, d=4, extras=True, seed=0):
     for _ in range(2):
         x = torch.randn(b, m, d, generator=g)
         mask = torch.ones(b, m, dtype=torch.bool)
-        ex = {}
+        aux = None
         if extras:
-            ex = {'z': torch.randn(b, m, d, generator=g),
-                  'confidence': torch.rand(b, m, generator=g)}
+            aux = FusionAuxiliary(z=torch.randn(b, m, d, generator=g),
+                                  confidence=torch.rand(b, m, generator=g))
         outs.append(ModelOutput(x.flatten(1), x, mask, torch.full(
-            (b, m), 1.0 / m), None, ex))
+            (b, m), 1.0 / m), None, aux))
     return outs
 
 

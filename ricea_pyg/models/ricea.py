@@ -9,22 +9,52 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ricea_pyg.data.inputs import PairInputs
-from ricea_pyg.nn.fusion import fusion_resolver
+from ricea_pyg.nn.fusion import FusionAuxiliary, fusion_resolver
 from ricea_pyg.nn.projection import ModalityProjection
 from ricea_pyg.nn.relational import RelationalAdjacency, RelationAwareEncoder
 from ricea_pyg.nn.structure import CSRAdjacency, GATEncoder
+from ricea_pyg.search.embedding import Embeddings, QueryKey
 
 __all__ = ['ModelOutput', 'RICEA']
 
 
 class ModelOutput(NamedTuple):
     """What :class:`RICEA` computes for a set of rows."""
-    fused: Tensor                  # [n, D]     joint embedding
-    x: Tensor                      # [n, M, d]  per-modality embeddings
-    mask: Tensor                   # [n, M]
-    weights: Tensor                # [n, M]
-    uncertainty: Optional[Tensor]  # [n, M] (ADC) or None
-    extras: Dict[str, Tensor]      # fusion-specific (z, confidence, ...)
+    fused: Tensor                   # [n, D]     joint embedding
+    x: Tensor                       # [n, M, d]  per-modality embeddings
+    mask: Tensor                    # [n, M]
+    weights: Tensor                 # [n, M]
+    uncertainty: Optional[Tensor]   # [n, M] (ADC) or None
+    aux: Optional[FusionAuxiliary]  # the fusion's loss terms (z, c, ...)
+    query: Optional[Tensor] = None  # [n, D'] with scoring='pair_mean'
+    key: Optional[Tensor] = None    # [n, D']
+
+    @property
+    def embeddings(self) -> Embeddings:
+        """What search and the alignment loss compare: a
+        :class:`~ricea_pyg.search.QueryKey` with ``scoring='pair_mean'``,
+        else :attr:`fused`."""
+        if self.query is None:
+            return self.fused
+        return QueryKey(self.query, self.key)
+
+    @property
+    def extras(self) -> Dict[str, Tensor]:
+        """The non-empty terms of :attr:`aux` by name (read-only view)."""
+        if self.aux is None:
+            return {}
+        return {k: v for k, v in self.aux._asdict().items() if v is not None}
+
+    def select(self, index) -> ModelOutput:
+        """The same output for the rows :obj:`index`."""
+        def part(t):
+            return None if t is None else t[index]
+        return ModelOutput(self.fused[index], self.x[index],
+                           self.mask[index], self.weights[index],
+                           part(self.uncertainty),
+                           None if self.aux is None else
+                           self.aux.select(index),
+                           part(self.query), part(self.key))
 
 
 class RICEA(torch.nn.Module):
@@ -170,14 +200,15 @@ class RICEA(torch.nn.Module):
         mask = inputs.mask if index is None else inputs.mask[index]
         out = self.fusion.forward_full(x, mask)
         return ModelOutput(out.fused, x, mask, out.weights, out.uncertainty,
-                           out.extras or {})
+                           out.aux, out.query, out.key)
 
     @torch.no_grad()
     def embed(self, inputs: PairInputs, batch_size: int = 8192
               ) -> ModelOutput:
-        """All rows in eval mode, ``fused`` ℓ2-normalised (for search).
+        """All rows in eval mode, ``fused`` ℓ2-normalised and ``query`` /
+        ``key`` as they are (for search, see :attr:`ModelOutput.embeddings`).
         The graph encoder runs once; projections and fusion run in chunks
-        of :obj:`batch_size` rows, which bounds memory. ``extras`` is left
+        of :obj:`batch_size` rows, which bounds memory. ``aux`` is left
         empty."""
         was_training = self.training
         self.eval()
@@ -189,16 +220,17 @@ class RICEA(torch.nn.Module):
                                               inputs.num_entities),
                                    device=inputs.mask.device)
                 out = self(inputs, idx, graph)
-                parts.append(out._replace(extras={}))
+                parts.append(out._replace(aux=None))
         finally:
             self.train(was_training)
-        unc = (None if parts[0].uncertainty is None else
-               torch.cat([p.uncertainty for p in parts]))
-        return ModelOutput(F.normalize(torch.cat([p.fused for p in parts]),
-                                       dim=-1),
-                           torch.cat([p.x for p in parts]),
-                           torch.cat([p.mask for p in parts]),
-                           torch.cat([p.weights for p in parts]), unc, {})
+
+        def cat(name):
+            first = getattr(parts[0], name)
+            return None if first is None else torch.cat(
+                [getattr(p, name) for p in parts])
+        return ModelOutput(F.normalize(cat('fused'), dim=-1), cat('x'),
+                           cat('mask'), cat('weights'), cat('uncertainty'),
+                           None, cat('query'), cat('key'))
 
     def __repr__(self) -> str:
         extra = ('' if self.structure_kind == 'gat' else

@@ -2,6 +2,8 @@ from ricea_pyg.nn.fusion import (
     FUSIONS,
     ADCFusion,
     ConcatFusion,
+    FusionAuxiliary,
+    FusionOutput,
     GlobalWeightFusion,
     MEAformerFusion,
     ModalityFusion,
@@ -16,7 +18,8 @@ from ricea_pyg.nn.relational import (
 )
 from ricea_pyg.nn.structure import CSRAdjacency, DiagGATConv, GATEncoder, csr_spmm
 
-__all__ = ['ModalityFusion', 'ConcatFusion', 'GlobalWeightFusion',
+__all__ = ['ModalityFusion', 'FusionOutput', 'FusionAuxiliary',
+           'ConcatFusion', 'GlobalWeightFusion',
            'MEAformerFusion', 'RelativeInteraction', 'ADCFusion', 'FUSIONS',
            'fusion_resolver', 'ModalityProjection', 'CSRAdjacency',
            'DiagGATConv', 'GATEncoder', 'csr_spmm', 'RelationalAdjacency',

@@ -38,6 +38,9 @@ class TrainConfig:
     alpha: float = 0.5
     lambda_tcp: float = 1.0
     uncertainty_weighting: bool = True
+    # Teaches ADC's attention-read uncertainty to predict a modality's
+    # failure (loss.uncertainty_loss); not in the method.
+    lambda_uncertainty: float = 0.0
     # Dual-AMN's loss on the graph embedding, every entity of both KGs a
     # negative.
     hard_negative_weight: float = 0.0
@@ -121,7 +124,8 @@ class TrainConfig:
                   ('clip', 0, True, None, False, '>= 0 (0 = no clipping)'),
                   ('weight_decay', 0, True, None, False, '>= 0'),
                   ('dropout', 0, True, 1, False, 'a probability in [0, 1)'),
-                  ('lambda_tcp', 0, True, None, False, '>= 0')]
+                  ('lambda_tcp', 0, True, None, False, '>= 0'),
+                  ('lambda_uncertainty', 0, True, None, False, '>= 0')]
         for name, low, low_ok, high, high_ok, fix in ranges:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -62,12 +62,7 @@ def _seed_everything(seed: int) -> None:
 
 def _halves(out: ModelOutput, b: int):
     """The source and target halves of a batch of ``2 b`` rows."""
-    def part(x, sl):
-        return None if x is None else x[sl]
-    return [ModelOutput(out.fused[sl], out.x[sl], out.mask[sl],
-                        out.weights[sl], part(out.uncertainty, sl),
-                        {k: v[sl] for k, v in out.extras.items()})
-            for sl in (slice(0, b), slice(b, 2 * b))]
+    return [out.select(sl) for sl in (slice(0, b), slice(b, 2 * b))]
 
 
 class Trainer:
@@ -127,7 +122,8 @@ class Trainer:
         self.model = build_model(self.inputs, config).to(self.device)
         self.criterion = RICEALoss(len(self.inputs.modalities), config.tau,
                                    config.alpha, config.lambda_tcp,
-                                   config.uncertainty_weighting).to(
+                                   config.uncertainty_weighting,
+                                   config.lambda_uncertainty).to(
                                        self.device)
         self.params = list(self.model.parameters()) + list(
             self.criterion.parameters())
@@ -204,7 +200,8 @@ class Trainer:
     def embeddings(self):
         out = self.model.embed(self.inputs)
         n_s = self.inputs.num_source
-        return out.fused[:n_s], out.fused[n_s:], out
+        emb = out.embeddings  # what the loss compares, so search does too
+        return emb[:n_s], emb[n_s:], out
 
     def evaluate(self, split: str = 'val', csls_k: Optional[int] = None,
                  candidates: Optional[str] = None, embeddings=None,

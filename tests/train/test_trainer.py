@@ -329,3 +329,24 @@ def test_self_training_margin_keeps_the_confident_pairs():
     assert loose.step(src, tgt, none, 0)[0].t().tolist() == [
         [0, 0], [1, 1], [2, 2]]
     assert strict.step(src, tgt, none, 0)[0].t().tolist() == [[0, 0], [1, 1]]
+
+
+def test_pair_mean_scoring_trains_and_searches_with_its_own_score(data):
+    """With scoring='pair_mean' the loss, validation and test all compare
+    query/key embeddings (issue 13, item 1), and the uncertainty loss is a
+    logged part of the objective."""
+    from ricea_pyg.search import QueryKey
+    t = Trainer(data, small_config(
+        epochs=2, fusion_kwargs={'scoring': 'pair_mean'},
+        lambda_uncertainty=0.5), log=quiet)
+    parts = t.train_epoch()
+    assert 'uncertainty' in parts and parts['uncertainty'] > 0
+    src, tgt, out = t.embeddings()
+    assert isinstance(src, QueryKey) and isinstance(tgt, QueryKey)
+    pairs = t.val_pairs
+    assert t.evaluate('val') == evaluate_embeddings(src, tgt, pairs,
+                                                    t.config.csls_k)
+    # Not the cosine of the fused vectors.
+    n_s = src.size(0)
+    cosine = out.fused[:n_s] @ out.fused[n_s:].t()
+    assert not torch.allclose(src.query @ tgt.key.t(), cosine, atol=1e-3)

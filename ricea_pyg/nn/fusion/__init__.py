@@ -1,6 +1,8 @@
 from typing import Any
 
 from ricea_pyg.nn.fusion.base import (
+    SCORINGS,
+    FusionAuxiliary,
     FusionOutput,
     ModalityFusion,
     options_repr,
@@ -19,6 +21,7 @@ from ricea_pyg.nn.fusion.functional import (
     masked_softmax,
     mean_attention,
     mono_confidence,
+    pair_mean_query_key,
     relative_calibration,
     weighted_fusion,
 )
@@ -39,14 +42,15 @@ from ricea_pyg.nn.fusion.ricea import (
 from ricea_pyg.nn.fusion.transformer import CrossModalTransformer
 
 __all__ = [
-    'ModalityFusion', 'FusionOutput', 'prepare_modalities', 'options_repr',
+    'ModalityFusion', 'FusionOutput', 'FusionAuxiliary', 'SCORINGS',
+    'prepare_modalities', 'options_repr',
     'ConcatFusion', 'GlobalWeightFusion', 'MEAformerFusion',
     'RelativeInteraction', 'ADCFusion', 'ConfidenceMLP', 'InteractionOutput',
     'CrossModalTransformer', 'DEFAULT_FUSION', 'FUSIONS', 'fusion_classes',
     'fusion_classes_named', 'fusion_name', 'fusion_resolver',
     'masked_softmax', 'weighted_fusion',
     'mono_confidence', 'holo_confidence', 'co_belief', 'mean_attention',
-    'distribution_uniformity', 'relative_calibration',
+    'distribution_uniformity', 'relative_calibration', 'pair_mean_query_key',
 ]
 
 

@@ -18,14 +18,47 @@ from typing import (
 import torch
 from torch import Tensor
 
-__all__ = ['ModalityFusion', 'FusionOutput', 'ModalityInput',
-           'prepare_modalities', 'options_repr']
+from ricea_pyg.nn.fusion.functional import pair_mean_query_key
+
+__all__ = ['ModalityFusion', 'FusionOutput', 'FusionAuxiliary',
+           'ModalityInput', 'SCORINGS', 'prepare_modalities',
+           'options_repr']
 
 ModalityInput = Union[Tensor, Sequence[Tensor]]
 
 
+class FusionAuxiliary(NamedTuple):
+    """The typed auxiliary terms of a fusion, read by its losses
+    (:func:`~ricea_pyg.loss.auxiliary_loss`,
+    :class:`~ricea_pyg.loss.RICEALoss`); a fusion leaves :obj:`None` what it
+    does not compute.
+
+    Attributes:
+        z (Tensor, optional): ``[N, M, d]`` cross-modal transformer outputs.
+        attention (Tensor, optional): ``[N, H, M, M]`` last-layer attention.
+        confidence (Tensor, optional): ``[N, M]`` mono-confidence :math:`c`,
+            trained by the TCP loss.
+        holo (Tensor, optional): ``[N, M]`` relative (holo) confidence.
+        belief (Tensor, optional): ``[N, M]`` co-belief.
+        du (Tensor, optional): ``[N, M]`` distribution uniformity.
+        rc (Tensor, optional): ``[N, M]`` relative calibration.
+    """
+    z: Optional[Tensor] = None
+    attention: Optional[Tensor] = None
+    confidence: Optional[Tensor] = None
+    holo: Optional[Tensor] = None
+    belief: Optional[Tensor] = None
+    du: Optional[Tensor] = None
+    rc: Optional[Tensor] = None
+
+    def select(self, index) -> FusionAuxiliary:
+        """The same terms for the rows :obj:`index`."""
+        return FusionAuxiliary(*(None if t is None else t[index]
+                                 for t in self))
+
+
 class FusionOutput(NamedTuple):
-    """Everything a fusion computes; :meth:`ModalityFusion.forward` returns a
+    r"""Everything a fusion computes; :meth:`ModalityFusion.forward` returns a
     view of it.
 
     Attributes:
@@ -33,14 +66,41 @@ class FusionOutput(NamedTuple):
         weights (Tensor): ``[N, M]`` weight of each modality, 0 where
             missing.
         uncertainty (Tensor, optional): ``[N, M]`` uncertainty of each
-            weight, for fusions that estimate one.
-        extras (dict, optional): Layer-specific tensors (attention,
-            confidences, ...).
+            weight, for fusions that estimate one (1 where missing).
+        mask (Tensor, optional): ``[N, M]`` the presence mask used.
+        aux (FusionAuxiliary, optional): The terms the fusion's losses read.
+        query, key (Tensor, optional): ``[N, D]`` search embeddings with
+            ``scoring='pair_mean'`` (see
+            :func:`~ricea_pyg.nn.fusion.pair_mean_query_key`): two entities
+            score :math:`\langle q(a), k(b) \rangle`, never re-normalised.
+            :obj:`None` means the ℓ2-normalised :obj:`fused` is the search
+            embedding.
     """
     fused: Tensor
     weights: Tensor
     uncertainty: Optional[Tensor] = None
-    extras: Optional[dict] = None
+    mask: Optional[Tensor] = None
+    aux: Optional[FusionAuxiliary] = None
+    query: Optional[Tensor] = None
+    key: Optional[Tensor] = None
+
+    @property
+    def extras(self) -> dict:
+        """The non-empty terms of :attr:`aux` by name (read-only view)."""
+        if self.aux is None:
+            return {}
+        return {k: v for k, v in self.aux._asdict().items() if v is not None}
+
+    def select(self, index) -> FusionOutput:
+        """The same output for the rows :obj:`index` (e.g. the training
+        nodes, before :func:`~ricea_pyg.loss.auxiliary_loss`)."""
+        return FusionOutput(*(None if t is None else t.select(index)
+                              if isinstance(t, FusionAuxiliary) else t[index]
+                              for t in self))
+
+
+#: The scores a fusion's output can be searched with.
+SCORINGS = ('fused', 'pair_mean')
 
 
 def prepare_modalities(xs: ModalityInput, mask: Optional[Tensor], M: int,
@@ -161,7 +221,8 @@ class ModalityFusion(torch.nn.Module):
 
     Subclasses implement :meth:`fuse` on the prepared ``[N, M, F]`` (or, with
     :attr:`ragged` set, the list) and mask; :meth:`forward_full` returns the
-    whole :class:`FusionOutput`. A subclass is found by
+    whole :class:`FusionOutput`, with the search embeddings that
+    :obj:`scoring` asks for. A subclass is found by
     :func:`~ricea_pyg.nn.fusion.fusion_resolver` under its class name, that
     name without ``'Fusion'``, and its :attr:`aliases`.
 
@@ -169,6 +230,13 @@ class ModalityFusion(torch.nn.Module):
         num_modalities (int): The number of modalities :math:`M`.
         channels (int, optional): The size :math:`F` that all modalities
             share, where the fusion needs one. (default: :obj:`None`)
+        scoring (str): How two fused entities are compared in search and in
+            the alignment loss: ``'fused'``, the cosine of the fused vectors;
+            or ``'pair_mean'``, each modality's cosine weighted by the mean
+            of the two entities' weights (:attr:`FusionOutput.query` and
+            :attr:`~FusionOutput.key`, see
+            :func:`~ricea_pyg.nn.fusion.pair_mean_query_key`).
+            (default: ``'fused'``)
 
     Shapes:
         - **input:** list of ``M`` tensors ``[N, F_m]`` or ``[N, M, F]``;
@@ -183,12 +251,15 @@ class ModalityFusion(torch.nn.Module):
     #: finds this class (its own, not inherited).
     aliases: ClassVar[Tuple[str, ...]] = ()
 
-    def __init__(self, num_modalities: int, channels: Optional[int] = None):
+    def __init__(self, num_modalities: int, channels: Optional[int] = None,
+                 scoring: str = 'fused'):
         super().__init__()
         if num_modalities < 1:
             raise ValueError('num_modalities must be at least 1')
+        _check_choice('scoring', scoring, SCORINGS)
         self.num_modalities = num_modalities
         self.channels = channels
+        self.scoring = scoring
 
     def reset_parameters(self):
         r"""Resets all learnable parameters of the module."""
@@ -208,7 +279,18 @@ class ModalityFusion(torch.nn.Module):
                      mask: Optional[Tensor] = None) -> FusionOutput:
         """Runs the fusion and returns everything it computed."""
         xs, mask = self.prepare(xs, mask)
-        return self.fuse(xs, mask)
+        out = self.fuse(xs, mask)._replace(mask=mask)
+        if self.scoring == 'pair_mean':
+            query, key = pair_mean_query_key(self.fused_inputs(xs, out),
+                                             out.weights, mask)
+            out = out._replace(query=query, key=key)
+        return out
+
+    def fused_inputs(self, xs: Union[Tensor, List[Tensor]],
+                     out: FusionOutput) -> Union[Tensor, List[Tensor]]:
+        """The per-modality vectors that :meth:`fuse` weighs (the prepared
+        input unless a subclass fuses something else)."""
+        return xs
 
     @overload
     def forward(self, xs: ModalityInput, mask: Optional[Tensor] = None,

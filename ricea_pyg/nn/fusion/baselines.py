@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ricea_pyg.nn.fusion.base import (
+    FusionAuxiliary,
     FusionOutput,
     ModalityFusion,
     _check_choice,
@@ -33,6 +34,9 @@ class ConcatFusion(ModalityFusion):
         num_modalities (int): The number of modalities :math:`M`.
         channels (int, optional): The size shared by all modalities; not
             needed, as modalities may differ in size. (default: :obj:`None`)
+        scoring (str): ``'fused'`` or ``'pair_mean'``, see
+            :class:`~ricea_pyg.nn.fusion.ModalityFusion`.
+            (default: ``'fused'``)
 
     Shapes:
         - **input:** list of ``[N, F_m]`` or ``[N, M, F]``; mask ``[N, M]``
@@ -41,8 +45,9 @@ class ConcatFusion(ModalityFusion):
     ragged = True
     aliases = ('concat', )
 
-    def __init__(self, num_modalities: int, channels: Optional[int] = None):
-        super().__init__(num_modalities, channels)
+    def __init__(self, num_modalities: int, channels: Optional[int] = None,
+                 scoring: str = 'fused'):
+        super().__init__(num_modalities, channels, scoring)
         self.reset_parameters()
 
     def fuse(self, xs, mask: Tensor) -> FusionOutput:
@@ -69,6 +74,9 @@ class GlobalWeightFusion(ModalityFusion):
             ``'sum'`` needs equal sizes. (default: :obj:`None`)
         mode (str): ``'concat'`` to concatenate the weighted modalities or
             ``'sum'`` to add them. (default: ``'concat'``)
+        scoring (str): ``'fused'`` or ``'pair_mean'``, see
+            :class:`~ricea_pyg.nn.fusion.ModalityFusion`.
+            (default: ``'fused'``)
 
     Shapes:
         - **input:** list of ``[N, F_m]`` or ``[N, M, F]``; mask ``[N, M]``
@@ -79,8 +87,8 @@ class GlobalWeightFusion(ModalityFusion):
     aliases = ('global', 'eva')
 
     def __init__(self, num_modalities: int, channels: Optional[int] = None,
-                 mode: str = 'concat'):
-        super().__init__(num_modalities, channels)
+                 mode: str = 'concat', scoring: str = 'fused'):
+        super().__init__(num_modalities, channels, scoring)
         _check_choice('mode', mode, ('concat', 'sum'))
         self.mode = mode
         self.logits = torch.nn.Parameter(torch.empty(num_modalities))
@@ -122,6 +130,9 @@ class MEAformerFusion(ModalityFusion):
             (default: :obj:`0.0`)
         mode (str): ``'concat'`` to concatenate the weighted modalities or
             ``'sum'`` to add them. (default: ``'concat'``)
+        scoring (str): ``'fused'`` or ``'pair_mean'``, see
+            :class:`~ricea_pyg.nn.fusion.ModalityFusion`.
+            (default: ``'fused'``)
 
     Shapes:
         - **input:** ``[N, M, d]`` or list of ``[N, d]``; mask ``[N, M]``
@@ -132,8 +143,9 @@ class MEAformerFusion(ModalityFusion):
 
     def __init__(self, num_modalities: int, channels: int,
                  num_layers: int = 1, heads: int = 1, ffn: bool = False,
-                 dropout: float = 0.0, mode: str = 'concat'):
-        super().__init__(num_modalities, channels)
+                 dropout: float = 0.0, mode: str = 'concat',
+                 scoring: str = 'fused'):
+        super().__init__(num_modalities, channels, scoring)
         _check_choice('mode', mode, ('concat', 'sum'))
         self.num_layers, self.heads, self.ffn, self.dropout = (
             num_layers, heads, ffn, dropout)
@@ -153,4 +165,4 @@ class MEAformerFusion(ModalityFusion):
             dim=(1, 2)) / math.sqrt(M * heads)
         w = masked_softmax(received, mask)
         return FusionOutput(weighted_fusion(x, w, self.mode), w,
-                            extras={'z': z, 'attention': attn})
+                            aux=FusionAuxiliary(z=z, attention=attn))

@@ -23,7 +23,7 @@ from torch import Tensor
 __all__ = [
     'masked_softmax', 'weighted_fusion', 'mono_confidence',
     'holo_confidence', 'co_belief', 'mean_attention', 'distribution_uniformity',
-    'relative_calibration',
+    'relative_calibration', 'pair_mean_query_key',
 ]
 
 #: Names that moved out of this package, and their new module. They stay
@@ -211,7 +211,7 @@ def mean_attention(attention: Tensor, mask: Tensor) -> Tensor:
 
 
 def distribution_uniformity(attention: Tensor, mask: Tensor,
-                            source: str = 'row'
+                            source: str = 'row', detach: bool = True
                             ) -> Tuple[Tensor, Tensor]:
     r"""Distribution uniformity and the uncertainty read from it.
 
@@ -233,13 +233,16 @@ def distribution_uniformity(attention: Tensor, mask: Tensor,
             renormalised over present rows: the attention :math:`m`
             receives, MEAformer's scores), or ``'entity'`` (one DU per
             entity, the mean of its row DUs). (default: ``'row'``)
+        detach (bool): If :obj:`True`, no gradient flows back into the
+            attention; :obj:`False` lets a loss on :math:`u` (e.g.
+            :func:`~ricea_pyg.loss.uncertainty_loss`) train it.
+            (default: :obj:`True`)
 
     Returns:
-        ``(du [N, M], u [N, M])``, detached (they measure, they are not
-        trained through); :math:`u = 1` for a missing modality and
+        ``(du [N, M], u [N, M])``; :math:`u = 1` for a missing modality and
         :math:`u = 0` when :math:`K = 1`; :math:`du = 0` where missing.
     """
-    a = mean_attention(attention.detach(), mask)
+    a = mean_attention(attention.detach() if detach else attention, mask)
     if source == 'col':
         a = a.transpose(-1, -2)
         a = a / a.sum(dim=-1, keepdim=True).clamp_min(_tiny(a))
@@ -304,3 +307,42 @@ def relative_calibration(du: Tensor, mask: Tensor, mode: str = 'geo',
     rc = torch.minimum(torch.ones_like(du), (du + eps) / (ref + eps))
     rc = torch.where(k > 1, rc, torch.ones_like(rc))
     return torch.where(mask, rc, zero)
+
+
+def pair_mean_query_key(xs: Union[Tensor, Sequence[Tensor]], weights: Tensor,
+                        mask: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""Query and key embeddings whose inner product weighs each modality by
+    the *mean* weight of the two entities compared:
+
+    .. math::
+        \mathbf{q} = \tfrac{1}{\sqrt2}[w \odot \hat{\mathbf{x}};
+        \hat{\mathbf{x}}], \quad
+        \mathbf{k} = \tfrac{1}{\sqrt2}[\hat{\mathbf{x}}; w \odot
+        \hat{\mathbf{x}}], \quad
+        \langle \mathbf{q}(a), \mathbf{k}(b) \rangle = \sum_m
+        \frac{w_m(a) + w_m(b)}{2} \cos_m(a, b)
+
+    The cosine of two ℓ2-normalised weighted concatenations is instead
+    :math:`\sum_m w_m(a) w_m(b) \cos_m / (\|w(a)\| \|w(b)\|)`: it
+    rewards candidates whose weight *profile* resembles the query's, which
+    says nothing about identity. The score above has no such term, is
+    symmetric, and equals the cosine of the unweighted concatenation when
+    all weights are :math:`1/M`.
+
+    Args:
+        xs (Tensor or list of Tensor): ``[N, M, F]`` or ``M`` tensors
+            ``[N, F_m]``.
+        weights (Tensor): ``[N, M]``, 0 where missing.
+        mask (Tensor): ``[N, M]`` bool, True where a modality is present;
+            a missing one contributes nothing, whatever its row holds.
+
+    Returns:
+        ``(query [N, 2 sum_m F_m], key [N, 2 sum_m F_m])``.
+    """
+    unit = weighted_fusion(xs, mask.to(weights.dtype), 'concat')
+    weighted = weighted_fusion(xs, torch.where(mask, weights,
+                                               weights.new_zeros(())),
+                               'concat')
+    scale = 2 ** -0.5
+    return (torch.cat([weighted, unit], dim=-1) * scale,
+            torch.cat([unit, weighted], dim=-1) * scale)

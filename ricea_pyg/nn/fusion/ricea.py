@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ricea_pyg.nn.fusion import functional as RF
 from ricea_pyg.nn.fusion.base import (
+    FusionAuxiliary,
     FusionOutput,
     ModalityFusion,
     ModalityInput,
@@ -242,6 +243,15 @@ class ADCFusion(ModalityFusion):
             flatter. (default: :obj:`1.0`)
         mode (str): ``'concat'`` to concatenate the weighted modalities or
             ``'sum'`` to add them. (default: ``'concat'``)
+        features (str): What the weights fuse: ``'x'``, the input embeddings
+            (RICEA and MEAformer; the transformer then learns from a loss on
+            :math:`Z`, as :class:`~ricea_pyg.loss.RICEALoss` has), or
+            ``'z'``, the transformer outputs :math:`Z`, so that a task loss
+            on the fused output trains the transformer (a drop-in layer).
+            (default: ``'x'``)
+        scoring (str): ``'fused'`` or ``'pair_mean'``, see
+            :class:`~ricea_pyg.nn.fusion.ModalityFusion`.
+            (default: ``'fused'``)
         weights_grad (bool): If :obj:`True`, the alignment loss's gradient
             flows through the weights (an ablation). (default: :obj:`False`)
         detach_belief (bool, optional): If :obj:`True`, stop the gradient
@@ -272,12 +282,13 @@ class ADCFusion(ModalityFusion):
     def __init__(self, num_modalities: int, channels: int,
                  uncertainty: str = 'row', calibration: str = 'geo',
                  calibrate_in_train: bool = True, temperature: float = 1.0,
-                 mode: str = 'concat', weights_grad: bool = False,
+                 mode: str = 'concat', features: str = 'x',
+                 scoring: str = 'fused', weights_grad: bool = False,
                  detach_belief: Optional[bool] = None,
                  shared_confidence: bool = False, num_layers: int = 1,
                  heads: int = 1, ffn: bool = False, dropout: float = 0.0,
                  eps: float = 1e-6):
-        super().__init__(num_modalities, channels)
+        super().__init__(num_modalities, channels, scoring)
         if uncertainty == 'entity':
             raise ValueError(
                 f"uncertainty='entity' gives every modality of an entity the "
@@ -290,6 +301,7 @@ class ADCFusion(ModalityFusion):
         _check_choice('uncertainty', uncertainty, ('row', 'col'))
         _check_choice('calibration', calibration, ('geo', 'pdf_remnant'))
         _check_choice('mode', mode, ('concat', 'sum'))
+        _check_choice('features', features, ('x', 'z'))
         if temperature <= 0:
             raise ValueError(f'temperature must be positive (got '
                              f'{temperature})')
@@ -297,6 +309,7 @@ class ADCFusion(ModalityFusion):
         self.calibrate_in_train, self.temperature = (calibrate_in_train,
                                                      temperature)
         self.mode, self.weights_grad = mode, weights_grad
+        self.features = features
         self.detach_belief, self.shared_confidence = (detach_belief,
                                                       shared_confidence)
         self.num_layers, self.heads, self.ffn, self.dropout = (
@@ -320,8 +333,10 @@ class ADCFusion(ModalityFusion):
             out (InteractionOutput): The interaction step's output.
         """
         mask = out.mask
+        # u keeps its graph, so that an uncertainty loss can train the
+        # attention; RC detaches it.
         du, u = RF.distribution_uniformity(out.attention, mask,
-                                           self.uncertainty)
+                                           self.uncertainty, detach=False)
         apply_rc = self.calibrate_in_train or not self.training
         if apply_rc:
             rc = RF.relative_calibration(du, mask, self.calibration)
@@ -330,11 +345,15 @@ class ADCFusion(ModalityFusion):
         w = RF.masked_softmax(out.belief * rc / self.temperature, mask)
         if not self.weights_grad:
             w = w.detach()
-        fused = RF.weighted_fusion(out.x, w, self.mode)
-        extras = dict(z=out.z, attention=out.attention,
-                      confidence=out.confidence, holo=out.holo,
-                      belief=out.belief, du=du, rc=rc)
-        return FusionOutput(fused, w, u, extras)
+        fused = RF.weighted_fusion(out.z if self.features == 'z' else out.x,
+                                   w, self.mode)
+        aux = FusionAuxiliary(z=out.z, attention=out.attention,
+                              confidence=out.confidence, holo=out.holo,
+                              belief=out.belief, du=du.detach(), rc=rc)
+        return FusionOutput(fused, w, u, mask, aux)
 
     def fuse(self, x: Tensor, mask: Tensor) -> FusionOutput:
         return self.calibrate(self.interaction(x, mask))
+
+    def fused_inputs(self, xs: Tensor, out: FusionOutput) -> Tensor:
+        return out.aux.z if self.features == 'z' else xs

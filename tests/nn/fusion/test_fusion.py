@@ -51,7 +51,8 @@ NON_DEFAULT = dict(mode='sum', uncertainty='col', calibration='pdf_remnant',
                    calibrate_in_train=False, temperature=4,
                    weights_grad=True, detach_belief=False,
                    shared_confidence=True, num_layers=2, heads=2, ffn=True,
-                   dropout=0.1, eps=1e-4, ffn_channels=5, shared=True)
+                   dropout=0.1, eps=1e-4, ffn_channels=5, shared=True,
+                   scoring='pair_mean', features='z')
 
 
 def make(cls, **extra):

@@ -9,9 +9,14 @@ Bad input (a wrong path, an unknown config key, a missing modality file)
 prints one clear line and exits with code 2. A checkpoint owns its data:
 evaluate, align, explain and ``train --resume`` read it from ``run.json``
 beside the checkpoint and refuse a data flag that differs (evaluate, align
-and explain accept it with ``--other-data``). ``train`` refuses an ``--out``
-folder that holds a run unless ``--resume`` or ``--overwrite`` is given,
-and an advisory lock (``OUT/.lock``) keeps a second training out of it.
+and explain accept it with ``--other-data``). ``run.json`` records the
+dataset's own fields and the SHA-256 of every file it read, so a moved data
+folder (``--root``, ``--image-features``, ``--image-ids`` elsewhere, same
+bytes) is still the checkpoint's data, and data edited since training is
+refused. A data flag the chosen dataset does not read is refused. ``train``
+refuses an ``--out`` folder that holds a run unless ``--resume`` or
+``--overwrite`` is given, and an advisory lock (``OUT/.lock``) keeps a
+second training out of it.
 """
 from __future__ import annotations
 
@@ -28,7 +33,13 @@ import torch
 
 from ricea_pyg.data.errors import DataFormatError
 from ricea_pyg.data.schema import ALIGN
-from ricea_pyg.datasets.registry import dataset_names, load_dataset
+from ricea_pyg.datasets.base import digest_memo, file_digest
+from ricea_pyg.datasets.registry import (
+    dataset_fields,
+    dataset_names,
+    open_dataset,
+    unread_field_error,
+)
 from ricea_pyg.io import atomic_write
 from ricea_pyg.metrics import CANDIDATE_PROTOCOLS
 from ricea_pyg.train.checkpoint import load_checkpoint
@@ -70,50 +81,81 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool) -> None:
                    'one per line')
 
 
+#: Defaults of the data-spec fields the command line sets (a dataset's
+#: spec holds only the fields it reads, :func:`dataset_fields`).
+_DEFAULTS: Dict[str, Any] = dict(
+    root=None, pair='zh_en', no_names=False, split_seed=0, entities=2000,
+    download=False, fold=None, image_features=None, image_ids=None)
+
+#: Fields holding a path; a run identifies their files by content
+#: (``files`` in run.json), so a moved folder is still the same data.
+_PATH_KEYS = ('root', 'image_features', 'image_ids')
+
+#: Fields that do not name the data (never compared with a checkpoint's).
+_NOT_DATA = ('download',)
+
+
 def _data_spec(args, saved: Optional[Dict[str, Any]] = None
                ) -> Dict[str, Any]:
-    spec = dict(dataset='dbp15k', root=None, pair='zh_en', no_names=False,
-                split_seed=0, entities=2000, download=False, fold=None,
-                image_features=None, image_ids=None)
-    spec.update(saved or {})
-    for key in spec:
+    """``dataset`` plus the fields that dataset reads: the flags given, else
+    the saved spec, else the defaults. A data flag the dataset does not read
+    is refused (one line naming the flag and the dataset)."""
+    saved = saved or {}
+    name = getattr(args, 'dataset', None) or saved.get('dataset') or \
+        'dbp15k'
+    fields = dataset_fields(name)
+    for key in _DEFAULTS:
+        if key not in fields and getattr(args, key, None) is not None:
+            raise CLIError(unread_field_error(name, key))
+    spec: Dict[str, Any] = {'dataset': name}
+    for key in fields:
         value = getattr(args, key, None)
-        if value is not None:
-            spec[key] = value
-    for key in ('image_features', 'image_ids'):
-        if spec[key] is not None:  # run.json is read from other folders
-            spec[key] = os.path.abspath(spec[key])
+        if value is None:
+            value = saved.get(key, _DEFAULTS.get(key))
+        if key in _PATH_KEYS and isinstance(value, str):
+            # run.json is read from other folders (and cwds)
+            value = os.path.abspath(os.path.expanduser(value))
+        spec[key] = value
     return spec
 
 
-# Keys of the data spec that name the data (``download`` does not).
-_DATA_KEYS = ('dataset', 'root', 'pair', 'no_names', 'split_seed',
-              'entities', 'fold', 'image_features', 'image_ids')
+def _data_keys(name: str) -> tuple:
+    """The keys of dataset :obj:`name`'s spec that name the data."""
+    return ('dataset',) + tuple(k for k in dataset_fields(name)
+                                if k not in _NOT_DATA)
 
 
 def _read_run(run_file: str) -> Optional[Dict[str, Any]]:
-    """The saved data spec of ``run.json``, or None without one."""
+    """The saved data spec of ``run.json`` (with its ``files`` digests when
+    the run recorded them), or None without one. Older run files holding
+    every key of every dataset read the same (extra keys are ignored)."""
     if not os.path.isfile(run_file):
         return None
     try:
         with open(run_file) as f:
-            return dict(json.load(f)['data'])
+            saved = dict(json.load(f)['data'])
     except (ValueError, KeyError, TypeError) as e:
         raise CLIError(f'{run_file}: not a ricea run file ({e})') from None
+    files = saved.get('files')
+    if files is not None and not (isinstance(files, dict) and all(
+            isinstance(v, str) for v in files.values())):
+        raise CLIError(f'{run_file}: not a ricea run file (data.files is '
+                       'not a mapping of file names to SHA-256 digests)')
+    return saved
 
 
 def _spec_conflicts(args, saved: Dict[str, Any]) -> List[tuple]:
     """``(key, flag value, saved value)`` of each data flag given on the
-    command line that differs from the saved spec."""
+    command line that differs from the saved spec (only the keys of the
+    chosen dataset are compared)."""
     given = _data_spec(args, saved)
 
     def same(key):
         a, b = given[key], saved.get(key)
-        if key in ('root', 'image_features', 'image_ids') and \
-                isinstance(a, str) and isinstance(b, str):
+        if key in _PATH_KEYS and isinstance(a, str) and isinstance(b, str):
             return os.path.abspath(a) == os.path.abspath(b)
         return a == b
-    return [(k, given[k], saved.get(k)) for k in _DATA_KEYS
+    return [(k, given[k], saved.get(k)) for k in _data_keys(given['dataset'])
             if getattr(args, k, None) is not None and not same(k)]
 
 
@@ -122,11 +164,76 @@ def _flag(key: str) -> str:
 
 
 def _refuse_conflicts(args, saved: Dict[str, Any], run_file: str,
-                      hint: str) -> None:
+                      hint: str) -> List[tuple]:
+    """Refuses a data flag that differs from the saved spec. A path flag
+    (``--root``, ``--image-features``, ``--image-ids``) that names another
+    place is let through when the run recorded its files' digests: it is
+    returned, ``(key, path, saved path)``, for :func:`_check_files` to
+    compare the contents once the data is loaded."""
+    moved = []
+    recorded = isinstance(saved.get('files'), dict)
     for key, value, was in _spec_conflicts(args, saved):
+        if recorded and key in _PATH_KEYS and value is not None and \
+                was is not None:
+            moved.append((key, value, was))
+            continue
         shown = '' if isinstance(value, bool) else f' {value}'
         raise CLIError(f"{_flag(key)}{shown} conflicts with the "
                        f"checkpoint's {key} {was} ({run_file}); {hint}")
+    return moved
+
+
+def _check_files(spec: Dict[str, Any], saved: Dict[str, Any],
+                 moved: List[tuple], run_file: str, moved_hint: str,
+                 changed_hint: str,
+                 digests: Optional[Dict[str, str]] = None) -> None:
+    """Compares the files of :obj:`spec` with the SHA-256 digests the run
+    recorded (``files``; skipped for a run.json without them). Before the
+    data is loaded (:obj:`digests` None) each recorded file is hashed where
+    the spec now puts it; after, the dataset's own digests are compared,
+    which also catch a file the training did not read. A moved path flag
+    whose files differ, or a saved file whose content changed, is refused
+    with one line naming the first differing file. Inside
+    :func:`digest_memo` each file is read once for both."""
+    recorded = saved.get('files')
+    if not isinstance(recorded, dict):
+        return
+    moved_to = {key: (value, was) for key, value, was in moved}
+
+    def where(name):
+        if name.startswith('option:'):
+            return name[len('option:'):], spec.get(name[len('option:'):])
+        root = spec.get('root')
+        return 'root', (os.path.join(root, name) if root else None)
+
+    if digests is None:
+        names = list(recorded)
+        now = {}
+        for name in names:
+            path = where(name)[1]
+            if path is not None:
+                now[name] = file_digest(path)
+    else:
+        names = list(recorded) + sorted(n for n in digests
+                                        if n not in recorded)
+        now = digests
+    for name in names:
+        if recorded.get(name) == now.get(name):
+            continue
+        key, path = where(name)
+        how = ('missing' if now.get(name) is None else
+               'not read in training' if name not in recorded else
+               'other content')
+        if key in moved_to:
+            value, was = moved_to[key]
+            shown = name if key == 'root' else os.path.basename(value)
+            raise CLIError(f"{_flag(key)} {value} does not hold the "
+                           f"checkpoint's data ({was}): {shown} differs "
+                           f'({how}; SHA-256 recorded in {run_file}); '
+                           f'{moved_hint}')
+        raise CLIError(f'{path or name}: changed since the checkpoint was '
+                       f'trained ({how}; SHA-256 recorded in {run_file}); '
+                       f'{changed_hint}')
 
 
 # -- config flags ------------------------------------------------------------
@@ -197,9 +304,11 @@ def _lock(out: str):
     return f
 
 
-def _check_out(args, config: TrainConfig) -> Optional[Dict[str, Any]]:
+def _check_out(args, config: TrainConfig) -> tuple:
     """Refuses to clobber a run in ``args.out``; for ``--resume`` checks the
-    data flags and config against the saved run. Returns the saved spec."""
+    data flags and config against the saved run. Returns the saved spec
+    (or None) and the moved path flags to check by content
+    (:func:`_refuse_conflicts`)."""
     out = args.out
     if args.resume and args.overwrite:
         raise CLIError('--resume and --overwrite exclude each other')
@@ -209,12 +318,12 @@ def _check_out(args, config: TrainConfig) -> Optional[Dict[str, Any]]:
                        'pass --resume to continue it, --overwrite to replace '
                        'it, or a new --out folder')
     if not args.resume:
-        return None
+        return None, []
     run_file = os.path.join(out, RUN_FILE)
     saved = _read_run(run_file)
+    moved: List[tuple] = []
     if saved is not None:
-        _refuse_conflicts(args, saved, run_file, 'resuming on other data '
-                          'needs a new --out folder')
+        moved = _refuse_conflicts(args, saved, run_file, _RESUME_HINT)
     last = os.path.join(out, 'last.pt')
     if os.path.isfile(last):
         state = load_checkpoint(last)
@@ -226,7 +335,10 @@ def _check_out(args, config: TrainConfig) -> Optional[Dict[str, Any]]:
             raise CLIError(f'cannot resume: {last} was trained with '
                            f'different settings ({diff}); use the same '
                            'config or a new --out folder')
-    return saved
+    return saved, moved
+
+
+_RESUME_HINT = 'resuming on other data needs a new --out folder'
 
 
 def cmd_train(args) -> Dict:
@@ -235,14 +347,23 @@ def cmd_train(args) -> Dict:
     config = _config(args)
     out = args.out
     lock = saved = None
+    moved: List[tuple] = []
     if out:
         os.makedirs(out, exist_ok=True)
         lock = _lock(out)
     try:
         if out:
-            saved = _check_out(args, config)
+            saved, moved = _check_out(args, config)
         spec = _data_spec(args, saved)
-        data = load_dataset(spec)
+        with digest_memo():  # each file hashed once
+            if saved is not None:  # --resume: the same files, by content
+                checks = (spec, saved, moved, os.path.join(out, RUN_FILE),
+                          _RESUME_HINT, 'resuming on changed data needs a '
+                          'new --out folder')
+                _check_files(*checks)
+            data, digests = open_dataset(spec)
+            if saved is not None:
+                _check_files(*checks, digests=digests)
         if args.threads:
             torch.set_num_threads(args.threads)
         if out:
@@ -252,9 +373,12 @@ def cmd_train(args) -> Dict:
                     path = os.path.join(out, name)
                     if os.path.isfile(path):
                         os.remove(path)
+            # The data: the dataset's own fields and the SHA-256 of every
+            # file it read, which identify it wherever it is moved.
+            record = {'data': dict(spec, files=digests),
+                      'config': config.to_dict()}
             atomic_write(os.path.join(out, RUN_FILE), lambda f: json.dump(
-                {'data': spec, 'config': config.to_dict()}, f, indent=2),
-                binary=False)
+                record, f, indent=2), binary=False)
         trainer = Trainer(data, config, out_dir=out)
         del data  # the trainer keeps its own copy of the features
         metrics = trainer.fit(resume=args.resume)
@@ -278,12 +402,12 @@ def _restore(args):
     run_file = os.path.join(os.path.dirname(os.path.abspath(
         args.checkpoint)), RUN_FILE)
     saved = _read_run(run_file)
+    moved: List[tuple] = []
+    verb = 'evaluating' if args.command == 'evaluate' else 'using the model'
     if saved is not None:
         if not args.other_data:
-            verb = 'evaluating' if args.command == 'evaluate' else \
-                'using the model'
-            _refuse_conflicts(args, saved, run_file, f'{verb} on other data '
-                              'needs --other-data')
+            moved = _refuse_conflicts(args, saved, run_file, f'{verb} on '
+                                      'other data needs --other-data')
         else:
             args.overridden = {k: [was, value] for k, value, was in
                                _spec_conflicts(args, saved)}
@@ -292,7 +416,17 @@ def _restore(args):
             print(f'ricea {args.command}: note: --other-data: not the '
                   f'checkpoint\'s data ({changes})', file=sys.stderr)
     spec = _data_spec(args, saved)
-    data = load_dataset(spec)
+    check = saved is not None and not args.other_data
+    what = 'evaluate' if args.command == 'evaluate' else 'use the model'
+    checks = (spec, saved, moved, run_file, f'{verb} on other data needs '
+              '--other-data', f'pass --other-data to {what} on the changed '
+              'data anyway')
+    with digest_memo():  # each file hashed once
+        if check:  # the checkpoint's files, by content, before loading
+            _check_files(*checks)
+        data, digests = open_dataset(spec)
+        if check:
+            _check_files(*checks, digests=digests)
     config = TrainConfig.from_dict(state['config'], source=args.checkpoint)
     inputs = PairInputs.from_data(data, state.get('modalities',
                                                   config.modalities))
@@ -309,7 +443,7 @@ def _restore(args):
 def cmd_evaluate(args) -> Dict:
     from ricea_pyg.metrics import evaluate_embeddings
     model, data, inputs, config = _restore(args)
-    emb = model.embed(inputs).fused
+    emb = model.embed(inputs).embeddings  # the score it was trained with
     n_s = inputs.num_source
     pairs = data[ALIGN][f'{args.split}_index']
     csls = config.csls_k if args.csls_k is None else args.csls_k
@@ -330,7 +464,7 @@ def cmd_align(args) -> str:
     from ricea_pyg.explain import entity_uris
     from ricea_pyg.search import top1_both_directions
     model, data, inputs, config = _restore(args)
-    emb = model.embed(inputs).fused
+    emb = model.embed(inputs).embeddings  # the score it was trained with
     n_s = inputs.num_source
     s_ids, t_ids = unaligned_entities(data[ALIGN].train_index, n_s,
                                       inputs.num_target)

@@ -11,12 +11,14 @@ from ricea_pyg.datasets.openea import (
     read_tsv_folder,
 )
 from ricea_pyg.datasets.registry import (
+    dataset_fields,
     dataset_names,
     load_dataset,
+    open_dataset,
     register_dataset,
 )
 
 __all__ = ['DBP15K', 'FBDB15K', 'OpenEA', 'TSVFolder', 'read_dbp15k_pair',
            'read_fbdb15k_pair', 'read_openke_kg', 'read_openea_pair',
-           'read_tsv_folder', 'dataset_names', 'load_dataset',
-           'register_dataset']
+           'read_tsv_folder', 'dataset_names', 'dataset_fields',
+           'load_dataset', 'open_dataset', 'register_dataset']

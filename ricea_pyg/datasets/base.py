@@ -2,15 +2,17 @@
 safe processed-file format."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import pickle
 import pickletools
 import re
+import time
 import warnings
 import zipfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch_geometric.data import Data, HeteroData, InMemoryDataset
@@ -19,7 +21,8 @@ from ricea_pyg.datasets.download import sha256_file
 from ricea_pyg.io import atomic_save
 
 __all__ = ['PairDataset', 'default_cache_root', 'check_pair_name',
-           'UnsafeCacheError', 'PROCESSED_FORMAT']
+           'UnsafeCacheError', 'PROCESSED_FORMAT', 'digest_memo',
+           'file_digest']
 
 #: Tag and version of the processed-file layout; a file without them is
 #: stale and rebuilt.
@@ -27,6 +30,12 @@ PROCESSED_FORMAT = ('ricea-processed', 1)
 
 #: The data classes a processed file may name (by string, never pickled).
 _DATA_CLASSES = {'HeteroData': HeteroData, 'Data': Data}
+
+#: A ``.tmp-*`` file in a processed folder is a write that was killed (a
+#: finished write renames it) once it is older than this process and than
+#: this many seconds; it is then removed.
+STALE_TEMP_S = 3600.0
+_PROCESS_START = time.time()
 
 _PAIR_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.-]*\Z')
 
@@ -51,6 +60,48 @@ def check_pair_name(pair: str) -> str:
                          "'_', '-' and '.' only (e.g. 'zh_en'); a pair name "
                          'must not hold a path')
     return pair
+
+
+_DIGEST_MEMO: Optional[Dict[tuple, str]] = None
+
+
+@contextlib.contextmanager
+def digest_memo() -> Iterator[None]:
+    """Within this context each file is hashed once (:func:`file_digest`),
+    however many datasets and checks ask for it: a command that checks a
+    checkpoint's files and then loads them reads each file once. A file is
+    known by its real path, size, mtime, inode and ctime, so one that
+    changes is hashed again."""
+    global _DIGEST_MEMO
+    outer = _DIGEST_MEMO
+    if outer is None:
+        _DIGEST_MEMO = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _DIGEST_MEMO = None
+
+
+def file_digest(path: str, st: Optional[os.stat_result] = None
+                ) -> Optional[str]:
+    """SHA-256 of :obj:`path`, or None if it is not a file (memoised inside
+    :func:`digest_memo`)."""
+    try:
+        st = os.stat(path) if st is None else st
+    except OSError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino,
+           st.st_ctime_ns)
+    memo = _DIGEST_MEMO
+    if memo is not None and key in memo:
+        return memo[key]
+    digest = sha256_file(path)
+    if memo is not None:
+        memo[key] = digest
+    return digest
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -98,7 +149,12 @@ class PairDataset(InMemoryDataset):
     Processed files hold tensors and plain data only and are loaded with
     ``torch.load(..., weights_only=True)``: a file holding anything else is
     refused (:class:`UnsafeCacheError`) and never unpickled; a corrupt or
-    partial one is reported with a warning and rebuilt.
+    partial one is reported with a warning and rebuilt. They are written to
+    a ``.tmp-*`` name and renamed: a killed write leaves the previous file
+    or none, and its temporary file is removed by a later load once stale.
+
+    :meth:`input_digests` gives the SHA-256 of each input file (a run
+    records them, so that moved data is recognised by content).
 
     Subclasses list the files they always read in :attr:`raw_file_names`
     and those they read when present in :attr:`extra_raw_file_names`
@@ -114,7 +170,7 @@ class PairDataset(InMemoryDataset):
         if 'pair' in options:
             check_pair_name(options['pair'])
         self.options = options
-        self._inputs_memo: Optional[Tuple[tuple, str]] = None
+        self._inputs_memo: Optional[Tuple[tuple, Dict[str, Any]]] = None
         root = os.path.abspath(os.path.expanduser(root))
         if processed_dir is None:
             tag = hashlib.sha256(root.encode()).hexdigest()[:12]
@@ -162,30 +218,46 @@ class PairDataset(InMemoryDataset):
                 out.append((f'option:{key}', os.path.abspath(value)))
         return out
 
-    def inputs_fingerprint(self) -> str:
-        """SHA-256 over the name, size, mtime and content hash of every
-        :meth:`input_files` entry (absent ones count as absent). Contents
-        are re-hashed only when a file's size or mtime changes within this
-        object's life."""
-        files = self.input_files()
-        stats = []
-        for name, path in files:
+    def _digests(self) -> Tuple[List[tuple], Dict[str, Optional[str]]]:
+        """``(stats, {name: sha256 or None if absent})`` of every
+        :meth:`input_files` entry. Contents are re-hashed only when a file's
+        size or mtime changes within this object's life, so each file is
+        read once however often the key is asked for."""
+        stats, sts = [], []
+        for name, path in self.input_files():
             try:
                 st = os.stat(path)
                 stats.append((name, path, st.st_size, st.st_mtime_ns))
+                sts.append(st)
             except OSError:
                 stats.append((name, path, None, None))
+                sts.append(None)
         stats_key = tuple(stats)
         if self._inputs_memo is not None and self._inputs_memo[0] == \
                 stats_key:
-            return self._inputs_memo[1]
+            return stats, self._inputs_memo[1]
+        digests = {name: None if st is None else file_digest(path, st)
+                   for (name, path, _, _), st in zip(stats, sts)}
+        self._inputs_memo = (stats_key, digests)
+        return stats, digests
+
+    def input_digests(self) -> Dict[str, str]:
+        """``{name: SHA-256}`` of every input file that exists (names as in
+        :meth:`input_files`: relative to :obj:`root`, or ``'option:<key>'``
+        for a file an option names). They identify the data by content, so
+        a moved or copied folder has the same digests."""
+        return {name: d for name, d in self._digests()[1].items()
+                if d is not None}
+
+    def inputs_fingerprint(self) -> str:
+        """SHA-256 over the name, size, mtime and content hash of every
+        :meth:`input_files` entry (absent ones count as absent)."""
+        stats, digests = self._digests()
         h = hashlib.sha256()
-        for name, path, size, mtime in stats:
-            digest = 'absent' if size is None else sha256_file(path)
+        for name, _, size, mtime in stats:
+            digest = 'absent' if size is None else digests[name]
             h.update(f'{name}\0{size}\0{mtime}\0{digest}\0'.encode())
-        out = h.hexdigest()
-        self._inputs_memo = (stats_key, out)
-        return out
+        return h.hexdigest()
 
     def options_key(self) -> str:
         """The processed-file key: options, input files and pre-transform."""
@@ -250,8 +322,29 @@ class PairDataset(InMemoryDataset):
         self.data = _DATA_CLASSES[out['data_cls']].from_dict(out['data'])
         self.slices = out['slices']
 
+    def _remove_stale_temps(self) -> None:
+        """Removes temporary files that a killed write left in
+        :attr:`processed_dir` (never read: the cache reads only its own
+        file name), once older than this process and :data:`STALE_TEMP_S`
+        seconds, so a live writer's file is never touched."""
+        try:
+            names = os.listdir(self.processed_dir)
+        except OSError:
+            return
+        cutoff = min(_PROCESS_START, time.time() - STALE_TEMP_S)
+        for name in names:
+            if not name.startswith('.tmp-'):
+                continue
+            path = os.path.join(self.processed_dir, name)
+            try:
+                if os.path.isfile(path) and os.stat(path).st_mtime < cutoff:
+                    os.remove(path)
+            except OSError:  # gone already, or not ours to remove
+                pass
+
     def _load_or_rebuild(self) -> None:
         path = self._checked_processed_path()
+        self._remove_stale_temps()
         try:
             self._read_processed(path)
             return

@@ -181,3 +181,74 @@ def test_names_json_that_is_not_a_list(tmp_path, content):
     path.write_text(content)
     with pytest.raises(DataFormatError, match='not a list'):
         read_translated_names(str(path), {0: 0})
+
+
+_KILL_DURING_SAVE = """
+import io, os, signal, sys
+import torch
+real_save = torch.save
+
+
+def torn_save(obj, f, *args, **kwargs):
+    # Write half of the real bytes, make them durable, then die hard.
+    buf = io.BytesIO()
+    real_save(obj, buf, *args, **kwargs)
+    blob = buf.getvalue()
+    f.write(blob[:len(blob) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+torch.save = torn_save
+from ricea_pyg.datasets import DBP15K
+DBP15K(sys.argv[1], 'xx_en', names=None, train_ratio=0.3, val_ratio=0.1,
+       processed_dir=sys.argv[2], log=False,
+       force_reload=sys.argv[3] == 'force')
+print('not killed')
+"""
+
+
+@pytest.mark.parametrize('previous', [False, True])
+def test_sigkill_during_cache_write_never_tears_it(tmp_path, previous):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ricea_pyg.datasets.base import STALE_TEMP_S
+    raw, proc = tmp_path / 'raw', tmp_path / 'proc'
+    _write_pair(raw, num_links=30)
+    before = None
+    if previous:  # an intact cache file that the killed rebuild replaces
+        _load(raw, proc)
+        name = _processed_files(proc)[0]
+        before = (proc / name).read_bytes()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    run = subprocess.run(
+        [sys.executable, '-c', _KILL_DURING_SAVE, str(raw), str(proc),
+         'force' if previous else 'plain'], capture_output=True, text=True,
+        cwd=root, timeout=300)
+    assert run.returncode == -signal.SIGKILL, run.stdout + run.stderr
+    temps = [n for n in os.listdir(proc) if n.startswith('.tmp-')]
+    assert len(temps) == 1  # the torn bytes went to a temporary name ...
+    kept = _processed_files(proc)
+    kept = [n for n in kept if not n.startswith('.tmp-')]
+    if previous:  # ... and the cache file is the previous, intact one
+        assert kept == [name] and (proc / name).read_bytes() == before
+    else:  # ... or there is none
+        assert kept == []
+    # The next load in this process works (no warning: the temporary file is
+    # never read), with every pair.
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        data = _load(raw, proc)[0]
+    assert _num_pairs(data) == 30
+    assert [n for n in os.listdir(proc) if n.startswith('.tmp-')] == temps
+    # Once it is old, a load removes the dead writer's temporary file.
+    old = time.time() - 2 * STALE_TEMP_S
+    os.utime(proc / temps[0], (old, old))
+    assert _num_pairs(_load(raw, proc)[0]) == 30
+    assert [n for n in os.listdir(proc) if n.startswith('.tmp-')] == []
+    assert len(_processed_files(proc)) == 1

@@ -152,3 +152,251 @@ def test_a_second_training_in_one_folder_is_refused(tmp_path, capsys):
         assert not os.path.exists(os.path.join(out, 'run.json'))
     # Released: the folder trains.
     assert main(['train', *SYN, *FAST, '--out', out]) == 0
+
+
+# -- each dataset's own fields; data identified by content -------------------
+@pytest.mark.parametrize('argv, message', [
+    (['train', *SYN, '--root', '/x'], '--root applies to --dataset '),
+    (['train', *SYN, '--fold', '2'], '--fold applies to --dataset openea '
+     'only (not synthetic)'),
+    (['train', '--entities', '50'], '--entities applies to --dataset '
+     'synthetic only (not dbp15k)'),
+    (['train', '--dataset', 'openea', '--root', '/x', '--no-names'],
+     '--no-names applies to --dataset dbp15k, fbdb15k, files, synthetic only '
+     '(not openea)'),
+    (['train', *SYN, '--image-features', '/x.npy'],
+     '--image-features is not supported for --dataset synthetic'),
+])
+def test_a_flag_the_dataset_does_not_read_is_refused(argv, message, tmp_path,
+                                                     capsys):
+    out = str(tmp_path / 'out')
+    assert main([*argv, *FAST, '--out', out]) == 2
+    _one_line_error(capsys, message, 'drop it' if 'image' not in message
+                    else 'use dbp15k')
+    assert not os.path.exists(os.path.join(out, 'run.json'))
+
+
+def test_evaluate_refuses_a_flag_the_dataset_does_not_read(run, capsys):
+    assert main(['evaluate', os.path.join(run, 'best.pt'), '--root',
+                 '/x']) == 2
+    _one_line_error(capsys, '--root applies to --dataset', 'not synthetic')
+
+
+def test_run_json_holds_the_dataset_fields_and_file_digests(run):
+    with open(os.path.join(run, 'run.json')) as f:
+        data = json.load(f)['data']
+    assert data == {'dataset': 'synthetic', 'entities': 200,
+                    'no_names': False, 'split_seed': 0, 'files': {}}
+
+
+def test_old_run_json_with_every_key_still_loads(run, copy, capsys):
+    assert main(['evaluate', os.path.join(run, 'best.pt')]) == 0
+    own = json.loads(capsys.readouterr().out)
+    path = os.path.join(copy, 'run.json')
+    with open(path) as f:
+        saved = json.load(f)
+    saved['data'] = dict(dataset='synthetic', root=None, pair='zh_en',
+                         no_names=False, split_seed=0, entities=200,
+                         download=False, fold=None, image_features=None,
+                         image_ids=None)  # no 'files' either
+    with open(path, 'w') as f:
+        json.dump(saved, f)
+    best = os.path.join(copy, 'best.pt')
+    assert main(['evaluate', best]) == 0
+    assert json.loads(capsys.readouterr().out) == own
+    assert main(['evaluate', best, '--split-seed', '4']) == 2
+    _one_line_error(capsys, "--split-seed 4 conflicts with the checkpoint's "
+                    'split_seed 0')
+
+
+def _dbp_folder(path, n=60):
+    """A DBP15K-layout pair folder (xx_en) with image features."""
+    import numpy as np
+    folder = os.path.join(path, 'xx_en')
+    os.makedirs(folder)
+    files = {
+        'ent_ids_1': ''.join(f'{i}\thttp://xx/e{i}\n' for i in range(n)),
+        'ent_ids_2': ''.join(f'{n + i}\thttp://en/e{i}\n' for i in range(n)),
+        'triples_1': ''.join(f'{i}\t{i % 3}\t{(i + 1) % n}\n'
+                             for i in range(n)),
+        'triples_2': ''.join(f'{n + i}\t{3 + i % 2}\t{n + (i + 1) % n}\n'
+                             for i in range(n)),
+        'ref_ent_ids': ''.join(f'{i}\t{n + i}\n' for i in range(n)),
+    }
+    for name, text in files.items():
+        with open(os.path.join(folder, name), 'w') as f:
+            f.write(text)
+    rng = np.random.default_rng(0)
+    np.save(os.path.join(path, 'img.npy'),
+            rng.standard_normal((2 * n, 8)).astype(np.float32))
+    with open(os.path.join(path, 'ids.txt'), 'w') as f:
+        f.write(''.join(f'{i}\n' for i in range(2 * n)))
+    return path
+
+
+def _dbp_flags(path):
+    return ['--dataset', 'dbp15k', '--pair', 'xx_en', '--no-names',
+            '--root', path, '--image-features', os.path.join(path, 'img.npy'),
+            '--image-ids', os.path.join(path, 'ids.txt')]
+
+
+@pytest.fixture(scope='module')
+def dbp_run(tmp_path_factory):
+    """A run trained on a small DBP15K-layout folder with image features."""
+    base = tmp_path_factory.mktemp('dbp')
+    data = _dbp_folder(str(base / 'data'))
+    out = str(base / 'run')
+    assert main(['train', *_dbp_flags(data), *FAST, '--out', out]) == 0
+    return data, out
+
+
+@pytest.fixture
+def moved(dbp_run, tmp_path):
+    """A copy of the run's data folder elsewhere."""
+    dest = str(tmp_path / 'moved')
+    shutil.copytree(dbp_run[0], dest)
+    return dest
+
+
+def test_run_json_records_file_digests(dbp_run):
+    from ricea_pyg.datasets.download import sha256_file
+    data, out = dbp_run
+    with open(os.path.join(out, 'run.json')) as f:
+        saved = json.load(f)['data']
+    assert set(saved) == {'dataset', 'root', 'pair', 'no_names',
+                          'split_seed', 'download', 'image_features',
+                          'image_ids', 'files'}
+    assert saved['root'] == os.path.abspath(data)
+    files = saved['files']
+    assert {'xx_en/triples_1', 'xx_en/ref_ent_ids', 'option:image_features',
+            'option:image_ids'} <= set(files)
+    assert files['xx_en/triples_1'] == sha256_file(
+        os.path.join(data, 'xx_en', 'triples_1'))
+    assert files['option:image_features'] == sha256_file(
+        os.path.join(data, 'img.npy'))
+
+
+def test_moved_data_folder_is_the_same_data(dbp_run, moved, capsys):
+    best = os.path.join(dbp_run[1], 'best.pt')
+    assert main(['evaluate', best]) == 0
+    own = json.loads(capsys.readouterr().out)
+    # --root and the image files at another place, with the same contents
+    assert main(['evaluate', best, *_dbp_flags(moved)]) == 0
+    there = json.loads(capsys.readouterr().out)
+    assert there == own and 'other_data' not in there
+
+
+@pytest.mark.parametrize('edit, flag, shown', [
+    ('xx_en/triples_1', '--root', 'xx_en/triples_1'),
+    ('img.npy', '--image-features', 'img.npy'),
+])
+def test_moved_flag_with_other_content_is_refused(dbp_run, moved, edit, flag,
+                                                  shown, capsys, tmp_path):
+    data, out = dbp_run
+    path = os.path.join(moved, edit)
+    blob = _read(path)
+    with open(path, 'wb') as f:  # same size, other bytes
+        f.write(blob[:-2] + bytes([blob[-2] ^ 1]) + blob[-1:])
+    best = os.path.join(out, 'best.pt')
+    old = os.path.join(data, 'img.npy') if flag != '--root' else data
+    new = os.path.join(moved, 'img.npy') if flag != '--root' else moved
+    assert main(['evaluate', best, *_dbp_flags(moved)]) == 2
+    _one_line_error(capsys, f'{flag} {new} ', old, f'{shown} differs',
+                    '--other-data')
+    assert main(['align', best, *_dbp_flags(moved), '--output',
+                 str(tmp_path / 'p.tsv')]) == 2
+    _one_line_error(capsys, flag, 'using the model on other data')
+    assert not os.path.exists(tmp_path / 'p.tsv')
+    assert main(['evaluate', best, *_dbp_flags(moved), '--other-data']) == 0
+    capsys.readouterr()
+
+
+@pytest.fixture
+def dbp_copy(dbp_run, moved, tmp_path):
+    """A copy of the run whose run.json points at the copied data."""
+    out = str(tmp_path / 'run')
+    shutil.copytree(dbp_run[1], out)
+    os.remove(os.path.join(out, '.lock'))
+    path = os.path.join(out, 'run.json')
+    with open(path) as f:
+        saved = json.load(f)
+    saved['data'].update(root=moved, image_features=os.path.join(
+        moved, 'img.npy'), image_ids=os.path.join(moved, 'ids.txt'))
+    with open(path, 'w') as f:
+        json.dump(saved, f, indent=2)
+    return out
+
+
+def test_saved_data_changed_since_training_is_refused(dbp_copy, moved,
+                                                      capsys):
+    best = os.path.join(dbp_copy, 'best.pt')
+    assert main(['evaluate', best]) == 0  # the data as trained
+    capsys.readouterr()
+    path = os.path.join(moved, 'xx_en', 'ref_ent_ids')
+    with open(path) as f:
+        lines = f.readlines()
+    with open(path, 'w') as f:
+        f.writelines(lines[:-5])
+    assert main(['evaluate', best]) == 2
+    _one_line_error(capsys, path, 'changed since the checkpoint was trained',
+                    'pass --other-data to evaluate on the changed data')
+    assert main(['evaluate', best, '--other-data']) == 0
+    capsys.readouterr()
+    # train --resume refuses it too, and leaves run.json as it was
+    before = _read(os.path.join(dbp_copy, 'run.json'))
+    assert main(['train', *FAST, '--resume', '--out', dbp_copy]) == 2
+    _one_line_error(capsys, path, 'changed since the checkpoint',
+                    'new --out folder')
+    assert _read(os.path.join(dbp_copy, 'run.json')) == before
+
+
+def test_resume_accepts_a_moved_folder_and_refuses_other_data(
+        dbp_run, moved, dbp_copy, tmp_path, capsys):
+    # dbp_copy's run.json names `moved`; resume it from the original place.
+    data = dbp_run[0]
+    assert main(['train', *FAST, '--resume', '--out', dbp_copy,
+                 *_dbp_flags(data)]) == 0
+    with open(os.path.join(dbp_copy, 'run.json')) as f:
+        assert json.load(f)['data']['root'] == os.path.abspath(data)
+    other = str(tmp_path / 'other')
+    _dbp_folder(other, n=50)
+    before = _read(os.path.join(dbp_copy, 'run.json'))
+    assert main(['train', *FAST, '--resume', '--out', dbp_copy, '--root',
+                 other]) == 2
+    _one_line_error(capsys, f'--root {other} ', data, 'differs',
+                    'resuming on other data needs a new --out folder')
+    assert _read(os.path.join(dbp_copy, 'run.json')) == before
+
+
+def test_run_json_without_digests_skips_the_content_check(dbp_copy, moved,
+                                                          dbp_run, capsys):
+    path = os.path.join(dbp_copy, 'run.json')
+    with open(path) as f:
+        saved = json.load(f)
+    del saved['data']['files']
+    with open(path, 'w') as f:
+        json.dump(saved, f)
+    with open(os.path.join(moved, 'xx_en', 'triples_1'), 'a') as f:
+        f.write('0\t2\t5\n')
+    best = os.path.join(dbp_copy, 'best.pt')
+    assert main(['evaluate', best]) == 0  # not checked: nothing recorded
+    capsys.readouterr()
+    # A path flag cannot be checked by content either: refused as before.
+    assert main(['evaluate', best, '--root', dbp_run[0]]) == 2
+    _one_line_error(capsys, f'--root {dbp_run[0]} conflicts')
+
+
+def test_each_file_is_hashed_once_per_command(dbp_run, moved, monkeypatch,
+                                              capsys):
+    from ricea_pyg.datasets import base
+    calls = []
+    real = base.sha256_file
+    monkeypatch.setattr(base, 'sha256_file',
+                        lambda p: calls.append(p) or real(p))
+    best = os.path.join(dbp_run[1], 'best.pt')
+    # checked before loading (at the moved place), then loaded from there
+    assert main(['evaluate', best, *_dbp_flags(moved)]) == 0
+    capsys.readouterr()
+    assert calls and len(calls) == len(set(calls))
+    with open(os.path.join(dbp_run[1], 'run.json')) as f:
+        assert len(calls) == len(json.load(f)['data']['files'])

@@ -71,19 +71,25 @@ def test_atomic_save_checkpoint_sized(tmp_path, previous):
         torch.save({'epoch': 1}, str(path))
         before = path.read_bytes()
     report = _run_limited(f"""
-        import json, torch
+        import errno, json, torch
         from ricea_pyg.io import atomic_save
         state = {{'model': {{'w': torch.randn(64, 64)}}, 'epoch': 2,
                   'optimizer': {{'m': torch.zeros(64, 64)}}}}
         try:
             atomic_save(state, {str(path)!r})
             print(json.dumps({{'raised': None}}))
-        except (OSError, RuntimeError) as e:
-            print(json.dumps({{'raised': type(e).__name__}}))
+        except Exception as e:
+            print(json.dumps({{'raised': type(e).__name__,
+                              'oserror': isinstance(e, OSError),
+                              'efbig': getattr(e, 'errno', None) ==
+                              errno.EFBIG, 'message': str(e),
+                              'chained': e.__cause__ is not None}}))
     """)
-    # torch.save's zip writer turns the EFBIG OSError into a RuntimeError
-    # ('unexpected pos'); either way the save must fail loudly.
-    assert report['raised'] in ('OSError', 'RuntimeError')
+    # torch.save's zip writer turns the EFBIG into a RuntimeError; atomic_save
+    # raises it again as the OSError it is, naming the file.
+    assert report['oserror'] is True, report
+    assert report['efbig'] is True, report
+    assert str(path) in report['message'] and '\n' not in report['message']
     if previous:
         assert path.read_bytes() == before
     else:
@@ -154,6 +160,28 @@ def test_cli_align_disk_full_keeps_previous_output(tmp_path, checkpoint):
     assert 'Traceback' not in run.stderr and 'error:' in run.stderr
     assert out.read_bytes() == before
     assert _leftovers(tmp_path, ['pairs.tsv']) == []
+
+
+def test_cli_train_disk_full_exits_2_with_one_line(tmp_path):
+    """A checkpoint write past the limit: exit 2, one line naming the file
+    (not a traceback), no partial checkpoint and no temporary file."""
+    out = tmp_path / 'run'
+    run = subprocess.run(
+        [sys.executable, '-m', 'ricea_pyg.cli', 'train', '--dataset',
+         'synthetic', '--entities', '200', '--channels', '16', '--epochs',
+         '1', '--batch-size', '128', '--no-progress', '--out', str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        preexec_fn=_limited,
+        env=dict(os.environ, RICEA_CACHE=str(tmp_path / 'cache')))
+    assert run.returncode == 2, run.stderr
+    assert 'Traceback' not in run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith('ricea train: error:')
+    assert '.pt' in lines[0] and str(out) in lines[0]
+    assert 'File too large' in lines[0]
+    # run.json (small) was written; no checkpoint, torn or otherwise.
+    assert _leftovers(out, ['run.json', '.lock']) == []
 
 
 def test_sigkill_during_align_never_leaves_a_torn_file(tmp_path, checkpoint):

@@ -22,6 +22,7 @@ from ricea_pyg.data.text import (
     TextEncoder,
     resolve_text_encoder,
 )
+from ricea_pyg.data.transforms import CorruptModalities, DropTriples
 
 __all__ = [
     'DataFormatError', 'MODALITIES', 'SIDES', 'ALIGN', 'feature_key',
@@ -29,5 +30,5 @@ __all__ = [
     'build_hetero_data', 'modality_tensors', 'split_alignment',
     'unaligned_entities', 'synthetic_pair', 'planted_embeddings',
     'TextEncoder', 'SentenceTransformerEncoder', 'CallableEncoder',
-    'resolve_text_encoder',
+    'resolve_text_encoder', 'CorruptModalities', 'DropTriples',
 ]

@@ -1,0 +1,612 @@
+"""Robustness to missing, noisy and wrong names (UMAEA's protocol) on DBP15K,
+written to docs/robustness.md.
+
+    python benchmarks/robustness.py                       # default grid
+    python benchmarks/robustness.py --full                # R in 1.0 .. 0.2
+    python benchmarks/robustness.py --extra-seeds 1 2     # + seeds at R=0.6
+    python benchmarks/robustness.py --dry-run             # list the cells
+    python benchmarks/robustness.py --render-only
+
+Every cell trains one model on zh_en (``--pair``) with the modalities graph,
+rel, name and char, after :class:`ricea_pyg.data.CorruptModalities` keeps
+the name and char modalities for a fraction R of the entities of both KGs
+(train, validation and test entities alike) and treats the others as
+*missing* (masked), *noise* (Gaussian noise with the kept features' mean and
+std) or *wrong* (another entity's features). R = 1.0 is one clean cell
+shared by the treatments. Structural sparsity is its own axis at R = 1.0:
+:class:`ricea_pyg.data.DropTriples` drops 25 % and 50 % of the triples. A
+"no names" cell per fusion and seed trains the same model on graph + rel
+only. Training is the library's (Trainer, default TrainConfig, a fixed
+number of epochs, selection on validation, test once, CSLS k = 3); the
+corruption and the model share the run seed; the split is seed 0.
+
+For fusions whose output has a per-entity uncertainty, the AUROC of
+u[:, name] for telling corrupted names from clean ones is measured over all
+entities of both KGs that have the name modality present, and the AUROC of
+1 - w[:, name] (the weight the fusion uses) for every fusion.
+
+Each finished cell is appended to ``--results`` (JSON lines) and skipped when
+the script is rerun, so an interrupted grid continues.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from alignment_accuracy import parse_fusion  # noqa: E402
+from common import machine  # noqa: E402
+
+from ricea_pyg.data import CorruptModalities, DropTriples  # noqa: E402
+from ricea_pyg.metrics import auroc as metrics_auroc  # noqa: E402
+from ricea_pyg.train import TrainConfig, Trainer  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCS = os.path.join(HERE, '..', 'docs')
+TREATMENTS = ('missing', 'noise', 'wrong')
+CORRUPTED = ('name', 'char')  # the modalities R applies to
+NAMES = ['graph', 'rel', 'name', 'char']
+NO_NAMES = ['graph', 'rel']
+DEFAULT_RATIOS = (1.0, 0.6, 0.2)
+FULL_RATIOS = (1.0, 0.8, 0.6, 0.4, 0.2)
+DEFAULT_DROPS = (0.25, 0.5)
+DEFAULT_EPOCHS = 10  # ~5 min a cell with names on 2 cores (25-36 s/epoch)
+SEEDED_CELLS = (('noise', 0.6), ('wrong', 0.6))  # where --extra-seeds run
+
+
+# -- cells ----------------------------------------------------------------------
+def cell_name(cell):
+    kind = cell['kind']
+    if kind == 'corrupt':
+        return f"{cell['treatment']} R={cell['keep_ratio']:g}"
+    if kind == 'drop':
+        return f"drop={cell['drop_ratio']:g}"
+    return kind  # 'clean', 'no names'
+
+
+def grid_cells(ratios, treatments, drops):
+    """The distinct cells, most informative first."""
+    cells = [dict(kind='clean'), dict(kind='no names')]
+    for r in sorted((r for r in ratios if r < 1.0), reverse=True):
+        for t in treatments:
+            cells.append(dict(kind='corrupt', treatment=t, keep_ratio=r))
+    cells += [dict(kind='drop', drop_ratio=d) for d in drops]
+    return cells
+
+
+def jobs_for(args):
+    """(cell, fusion, seed) to run, in order."""
+    cells = grid_cells(args.ratios, args.treatments, args.drops)
+    jobs = [(c, f, s) for s in args.seeds for c in cells
+            for f in args.fusions]
+    for s in args.extra_seeds:
+        if s in args.seeds:
+            continue
+        extra = [dict(kind='no names')] + [
+            dict(kind='corrupt', treatment=t, keep_ratio=r)
+            for t, r in SEEDED_CELLS
+            if t in args.treatments and r in args.ratios]
+        jobs += [(c, f, s) for c in extra for f in args.fusions]
+    return jobs
+
+
+def job_key(pair, cell, fusion, seed, epochs):
+    return f'{pair}|{cell_name(cell)}|{fusion}|seed={seed}|epochs={epochs}'
+
+
+def done_keys(path):
+    if not os.path.isfile(path):
+        return {}
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                out[r['key']] = r
+    return out
+
+
+# -- one cell -----------------------------------------------------------------------
+_DATA = {}
+
+
+def load(root, pair):
+    """The pair with names, split seed 0, loaded once per process."""
+    if pair not in _DATA:
+        from ricea_pyg.datasets import DBP15K
+        _DATA[pair] = DBP15K(root, pair, modalities=NAMES, seed=0,
+                             log=False)[0]
+    return _DATA[pair]
+
+
+def auroc(scores, labels):
+    """:func:`ricea_pyg.metrics.auroc`, or None when a class is empty or the
+    scores are all equal (nothing to measure)."""
+    s = torch.as_tensor(scores, dtype=torch.float64).view(-1)
+    y = torch.as_tensor(labels, dtype=torch.bool).view(-1)
+    if bool(y.all()) or not bool(y.any()) or bool((s == s[0]).all()):
+        return None
+    return metrics_auroc(s, y)
+
+
+@torch.no_grad()
+def uncertainty_aurocs(trainer, data):
+    """AUROC of u and of 1 - w per corrupted modality, over the entities of
+    both KGs (PairInputs order: source rows, then target rows) that have the
+    modality present."""
+    inputs = trainer.inputs
+    out = trainer.model.embed(inputs)
+    u = getattr(out, 'uncertainty', None)
+    w = getattr(out, 'weights', None)
+    res = {'uncertainty': {}, 'weight': {}, 'corrupted': {}, 'scored': {}}
+    for m in CORRUPTED:
+        key = f'corrupted_{m}'
+        if m not in inputs.modalities or key not in data['source']:
+            continue
+        col = inputs.modalities.index(m)
+        flags = torch.cat([data['source'][key], data['target'][key]]).to(
+            inputs.mask.device)
+        present = inputs.mask[:, col]
+        assert flags.numel() == inputs.num_entities
+        res['corrupted'][m] = int(flags.sum())
+        res['scored'][m] = int(present.sum())
+        labels = flags[present].cpu()
+        res['uncertainty'][m] = (None if u is None else
+                                 auroc(u[present, col].cpu(), labels))
+        res['weight'][m] = (None if w is None else
+                            auroc(1 - w[present, col].cpu(), labels))
+    return res
+
+
+def run_cell(args, cell, fusion, seed, epochs):
+    base = load(args.root, args.pair)
+    data = base
+    if cell['kind'] == 'corrupt':
+        data = CorruptModalities(list(CORRUPTED), cell['keep_ratio'],
+                                 cell['treatment'], seed=seed)(base)
+    elif cell['kind'] == 'drop':
+        data = DropTriples(cell['drop_ratio'], seed=seed)(base)
+    name, kwargs = parse_fusion(fusion)
+    # Keys of a variant that are training settings (e.g.
+    # "lambda_uncertainty") go to the config, the rest to the fusion.
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    settings = {k: v for k, v in kwargs.items() if k in fields}
+    kwargs = {k: v for k, v in kwargs.items() if k not in fields}
+    config = TrainConfig(
+        **settings,
+        fusion=name, fusion_kwargs=kwargs, seed=seed, epochs=epochs,
+        modalities=NO_NAMES if cell['kind'] == 'no names' else NAMES,
+        progress=False)
+    start = time.perf_counter()
+    trainer = Trainer(data, config, log=print if args.verbose else
+                      (lambda s: None))
+    metrics = trainer.fit()
+    aurocs = (uncertainty_aurocs(trainer, data) if cell['kind'] == 'corrupt'
+              else None)
+    test = metrics['test']
+    return dict(
+        pair=args.pair, cell=cell_name(cell), **cell, fusion=fusion,
+        seed=seed, epochs=epochs, config=metrics['config'],
+        metrics={'hits@1': test['hits@1'],
+                 'one_to_one_hits@1': test.get('one_to_one_hits@1'),
+                 'hits@10': test['hits@10'], 'mrr': test['mrr'],
+                 'cosine_hits@1': metrics['test_cosine']['hits@1'],
+                 'val': metrics['val'], 'best_epoch': metrics['best_epoch']},
+        auroc=aurocs, epoch_time_s=metrics['epoch_time_s'],
+        wall_time_s=time.perf_counter() - start)
+
+
+# -- rendering ----------------------------------------------------------------------
+def mean(values):
+    values = [v for v in values if v is not None]
+    return statistics.mean(values) if values else None
+
+
+def fmt(values, digits=3):
+    values = [v for v in values if v is not None]
+    if not values:
+        return '—'
+    if len(values) == 1:
+        return f'{values[0]:.{digits}f}'
+    return (f'{statistics.mean(values):.{digits}f} ± '
+            f'{statistics.stdev(values):.{digits}f}')
+
+
+def plot(groups, fusions, ratios, drops, path):
+    """Hits@1 against R per treatment (and against the dropped share);
+    returns an error line instead of raising when matplotlib is absent."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return ('matplotlib is not installed: no plot (`pip install '
+                'matplotlib`, then rerun with --render-only)')
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=True)
+    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    xs = sorted(ratios)
+    for ax, treatment in zip(axes, TREATMENTS):
+        for i, f in enumerate(fusions):
+            c = colors[i % len(colors)]
+            pts = []
+            for r in xs:
+                name = 'clean' if r == 1.0 else f'{treatment} R={r:g}'
+                h = mean([x['metrics']['hits@1'] for x in groups[(name, f)]])
+                if h is not None:
+                    pts.append((r, h))
+            if pts:
+                ax.plot(*zip(*pts), marker='o', color=c, label=f)
+            base = mean([x['metrics']['hits@1']
+                         for x in groups[('no names', f)]])
+            if base is not None:
+                ax.axhline(base, color=c, linestyle='--', linewidth=0.8)
+        ax.set_title(f'{treatment} names')
+        ax.set_xlabel('R (share of entities keeping name and char)')
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel('test Hits@1 (CSLS)')
+    ax = axes[3]
+    for i, f in enumerate(fusions):
+        pts = []
+        for d in [0.0] + sorted(drops):
+            name = 'clean' if d == 0 else f'drop={d:g}'
+            h = mean([x['metrics']['hits@1'] for x in groups[(name, f)]])
+            if h is not None:
+                pts.append((d, h))
+        if pts:
+            ax.plot(*zip(*pts), marker='o', color=colors[i % len(colors)],
+                    label=f)
+    ax.set_title('sparse structure (R = 1.0)')
+    ax.set_xlabel('share of triples dropped')
+    ax.grid(alpha=0.3)
+    handles = {}
+    for a in axes:
+        for h, label in zip(*a.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        axes[0].legend(handles.values(), handles.keys(), fontsize=8,
+                       title='dashed: no names', title_fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def render(results, args, path, plot_path):
+    epochs = args.epochs
+    if epochs is None:  # the most common epoch count in the results
+        counts = Counter(r['epochs'] for r in results.values()
+                         if r['pair'] == args.pair)
+        epochs = counts.most_common(1)[0][0] if counts else DEFAULT_EPOCHS
+    rs = [r for r in results.values()
+          if r['pair'] == args.pair and r['epochs'] == epochs]
+    other = len([r for r in results.values() if r not in rs])
+    fusions = list(args.fusions)
+    fusions += sorted({r['fusion'] for r in rs} - set(fusions))
+    groups = defaultdict(list)
+    for r in rs:
+        groups[(r['cell'], r['fusion'])].append(r)
+    for v in groups.values():
+        v.sort(key=lambda r: r['seed'])
+    expected = [(cell_name(c), f, s) for c, f, s in jobs_for(args)]
+    have = {(r['cell'], r['fusion'], r['seed']) for r in rs}
+    missing = [j for j in expected if j not in have]
+    commands = sorted({r.get('command', '') for r in rs} - {''})
+    ratios = sorted(args.ratios, reverse=True)
+
+    def cell(name, f, key='hits@1'):
+        g = groups.get((name, f), [])
+        if not g:
+            return 'not run'
+        v = fmt([x['metrics'][key] for x in g])
+        return v + (f' (n={len(g)})' if len(g) > 1 else '')
+
+    lines = [
+        '# Robustness to missing, noisy and wrong names', '',
+        'Generated by `benchmarks/robustness.py` from '
+        '`benchmarks/results/robustness.jsonl`; do not edit by hand.', '',
+        f'Protocol (UMAEA\'s missing-modality protocol applied to our '
+        f'modalities, see `../shared/field-recipes.md`): DBP15K '
+        f'{args.pair}, modalities graph + rel + name + char, 30 % train / '
+        f'10 % validation / 60 % test pairs (split seed 0). '
+        f'`ricea_pyg.data.CorruptModalities` keeps the **name** and '
+        f'**char** modalities for a share **R** of the entities that have '
+        f'them, in both KGs and for train, validation and test entities '
+        f'alike, chosen with the run seed; every other entity gets one '
+        f'treatment:', '',
+        '* *missing*: the modality is masked (as if the entity had no name);',
+        '* *noise*: its features are replaced by Gaussian noise with the '
+        'per-dimension mean and std of the kept entities\' features: present '
+        'but meaningless;',
+        '* *wrong*: its features are those of another random entity of the '
+        'same KG: present and misleading.', '',
+        'R = 1.0 is the clean data, one cell shared by the three treatments. '
+        'Structural sparsity is a separate axis at R = 1.0: '
+        '`ricea_pyg.data.DropTriples` removes 25 % and 50 % of the relation '
+        'triples of each KG (the `rel` bag-of-relations features still '
+        'count all triples). *no names* is the same model trained on graph '
+        '+ rel only; a fusion should never do worse with corrupted names '
+        'than without them.', '',
+        f'Training: `Trainer` with the default `TrainConfig` except the '
+        f'fusion, the seed and a fixed **{epochs} epoch'
+        f'{"s" if epochs != 1 else ""}**; model selected on '
+        f'validation MRR; test evaluated once. Hits@1 is CSLS (k = 3) '
+        f'against the test targets; "1-to-1" is the Trainer\'s one-to-one '
+        f'Hits@1. Several seeds: mean ± std (n).', '',
+        'Commands:', '',
+        *([f'    {c}' for c in commands] or
+          ['    python benchmarks/robustness.py']), '',
+        f'Machine: {rs[0]["machine"] if rs else machine()}. Rendered '
+        f'{time.strftime("%Y-%m-%d")}.', '']
+    if missing:
+        lines += [f'**Not yet run: {len(missing)} of {len(expected)} '
+                  f'cells** (shown as "not run"; no number is '
+                  f'estimated):', '']
+        byname = defaultdict(list)
+        for name, f, s in missing:
+            byname[(name, s)].append(f)
+        for (name, s), fs in byname.items():
+            lines.append(f'* {name}, seed {s}: {", ".join(fs)}')
+        lines.append('')
+    if other:
+        lines += [f'({other} result line(s) of other pairs or epoch counts '
+                  f'are in the results file and not shown.)', '']
+
+    header = '| R | ' + ' | '.join(fusions) + ' |'
+    rule = '|---|' + '---|' * len(fusions)
+    for treatment in args.treatments:
+        lines += [f'## {treatment.capitalize()} names', '',
+                  'Test Hits@1 (CSLS), then the one-to-one Hits@1.', '',
+                  header, rule]
+        for r in ratios:
+            name = 'clean' if r == 1.0 else f'{treatment} R={r:g}'
+            lines.append(f'| {r:.1f} | ' + ' | '.join(
+                f'{cell(name, f)} / {cell(name, f, "one_to_one_hits@1")}'
+                if groups.get((name, f)) else 'not run'
+                for f in fusions) + ' |')
+        lines.append('| no names | ' + ' | '.join(
+            f'{cell("no names", f)} / '
+            f'{cell("no names", f, "one_to_one_hits@1")}'
+            if groups.get(('no names', f)) else 'not run'
+            for f in fusions) + ' |')
+        lines.append('')
+    if args.drops:
+        lines += ['## Sparse structure (R = 1.0)', '',
+                  'Test Hits@1 (CSLS) / one-to-one Hits@1.', '',
+                  '| triples dropped | ' + ' | '.join(fusions) + ' |', rule]
+        for d in [0.0] + sorted(args.drops):
+            name = 'clean' if d == 0 else f'drop={d:g}'
+            lines.append(f'| {d:.0%} | ' + ' | '.join(
+                f'{cell(name, f)} / {cell(name, f, "one_to_one_hits@1")}'
+                if groups.get((name, f)) else 'not run'
+                for f in fusions) + ' |')
+        lines.append('')
+
+    lines += ['## Does the uncertainty flag corrupted names?', '',
+              'AUROC of u[:, name] (the fusion\'s per-entity uncertainty) / '
+              'of 1 − w[:, name] (the weight it fuses with) for telling '
+              'corrupted names from clean ones, over all entities of both '
+              'KGs whose name is present (so not for *missing*, where the '
+              'corrupted names are masked). 0.5 = chance; "—" = the fusion '
+              'has no per-entity uncertainty or weight.', '',
+              '| treatment | R | ' + ' | '.join(fusions) + ' |',
+              '|---|---|' + '---|' * len(fusions)]
+    for treatment in [t for t in args.treatments if t != 'missing']:
+        for r in [r for r in ratios if r < 1.0]:
+            name = f'{treatment} R={r:g}'
+            row = []
+            for f in fusions:
+                g = groups.get((name, f), [])
+                if not g:
+                    row.append('not run')
+                    continue
+                u = fmt([x['auroc']['uncertainty'].get('name') for x in g],
+                        2)
+                w = fmt([x['auroc']['weight'].get('name') for x in g], 2)
+                row.append(f'{u} / {w}')
+            lines.append(f'| {treatment} | {r:g} | ' + ' | '.join(row) +
+                         ' |')
+    lines.append('')
+
+    grid = ['clean'] + [f'{t} R={r:g}' for t in args.treatments
+                        for r in ratios if r < 1.0] + [
+        f'drop={d:g}' for d in sorted(args.drops)]
+    lines += ['## Grid average', '',
+              f'Mean test Hits@1 over the {len(grid)} cells of the grid '
+              '(clean, every treatment at every R < 1, every drop; a cell '
+              'with several seeds counts once, by its mean). An average '
+              'over fewer cells is not comparable and says so.', '',
+              '| fusion | Hits@1 | 1-to-1 Hits@1 | cells | wall s / cell |',
+              '|---|---|---|---|---|']
+    averages = {}
+    for f in fusions:
+        per = [mean([x['metrics']['hits@1'] for x in groups[(n, f)]])
+               for n in grid if groups.get((n, f))]
+        one = [mean([x['metrics']['one_to_one_hits@1']
+                     for x in groups[(n, f)]])
+               for n in grid if groups.get((n, f))]
+        if len(per) == len(grid):
+            averages[f] = statistics.mean(per)
+        wall = mean([x['wall_time_s'] for n in grid
+                     for x in groups.get((n, f), [])])
+        full = '' if len(per) == len(grid) else ' (incomplete)'
+        lines.append(f'| {f} | {fmt([mean(per)]) if per else "—"} | '
+                     f'{fmt([mean(one)]) if per else "—"} | {len(per)} of '
+                     f'{len(grid)}{full} | '
+                     f'{"—" if wall is None else f"{wall:.0f}"} |')
+    lines.append('')
+    lines += checks(groups, averages, ratios) + ['']
+
+    err = plot(groups, fusions, args.ratios, args.drops, plot_path) if rs \
+        else 'no results yet: no plot'
+    lines += ['## Hits@1 against R', '']
+    if err:
+        lines += [f'({err}.)', '']
+    else:
+        rel = os.path.relpath(plot_path, os.path.dirname(os.path.abspath(
+            path)))
+        lines += ['Solid: with corrupted names, by R (1.0 = clean); dashed: '
+                  'the same fusion without names. Last panel: Hits@1 '
+                  'against the share of triples dropped.', '',
+                  f'![Hits@1 against R]({rel})', '']
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines).rstrip('\n') + '\n')
+
+
+def checks(groups, averages, ratios):
+    """Issue 13's acceptance, read off the table where the cells exist."""
+    out = ['## Checks (issue 13 acceptance)', '']
+
+    def h1(name, f):
+        return mean([x['metrics']['hits@1'] for x in groups.get((name, f),
+                                                                  [])])
+    if all(f in averages for f in ('adc', 'concat', 'meaformer')):
+        gap = averages['adc'] - max(averages['concat'],
+                                    averages['meaformer'])
+        out.append(f'* Grid average, `adc` − best of `concat`, '
+                   f'`meaformer`: {100 * gap:+.1f} points (goal ≥ +1.0): '
+                   f'{"met" if gap >= 0.01 else "not met"}.')
+    else:
+        out.append('* Grid average of `adc` against `concat` and '
+                   '`meaformer`: not measurable yet (incomplete grid).')
+    clean, cc = h1('clean', 'adc'), h1('clean', 'concat')
+    if clean is not None and cc is not None:
+        out.append(f'* Clean data, `adc` − `concat`: '
+                   f'{100 * (clean - cc):+.1f} points (goal ≥ 0): '
+                   f'{"met" if clean >= cc else "not met"}.')
+    base = h1('no names', 'adc')
+    rows = []
+    for t in ('noise', 'wrong'):
+        for r in [r for r in ratios if r < 1.0]:
+            v = h1(f'{t} R={r:g}', 'adc')
+            if v is not None and base is not None:
+                rows.append(f'{t} R={r:g}: {100 * (v - base):+.1f}')
+    if rows:
+        worst = min(float(x.split(': ')[1]) for x in rows)
+        out.append('* `adc` with corrupted names − `adc` without names '
+                   f'(points; goal ≥ 0 everywhere): {"; ".join(rows)}: '
+                   f'{"met" if worst >= 0 else "not met"} where measured.')
+    else:
+        out.append('* `adc` with noisy or wrong names against `adc` without '
+                   'names: not measurable yet.')
+    g = groups.get(('noise R=0.6', 'adc'), [])
+    a = mean([x['auroc']['uncertainty'].get('name') for x in g])
+    if a is not None:
+        out.append(f'* AUROC of u for corrupted names at R = 0.6 *noise*: '
+                   f'{a:.2f} (goal ≥ 0.80): {"met" if a >= 0.8 else "not met"}.')
+    else:
+        out.append('* AUROC of u at R = 0.6 *noise*: not measurable yet.')
+    return out
+
+
+def show(value, digits=4):
+    return '-' if value is None else f'{value:.{digits}f}'
+
+
+# -- main -----------------------------------------------------------------------------
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--root', default=os.path.join(os.environ.get(
+        'RICEA_DATA_ROOT', '../shared/data'), 'dbp15k'))
+    p.add_argument('--pair', default='zh_en')
+    p.add_argument('--fusions', nargs='+',
+                   default=['adc', 'meaformer', 'global', 'concat'],
+                   help='fusion names; a variant is name:JSON kwargs, e.g. '
+                   'adc:{"weights_grad": true}')
+    p.add_argument('--full', action='store_true',
+                   help=f'R in {list(FULL_RATIOS)} (default '
+                   f'{list(DEFAULT_RATIOS)})')
+    p.add_argument('--ratios', type=float, nargs='+', default=None,
+                   help='keep ratios R to run (overrides --full)')
+    p.add_argument('--treatments', nargs='+', default=list(TREATMENTS),
+                   choices=TREATMENTS)
+    p.add_argument('--drops', type=float, nargs='*',
+                   default=list(DEFAULT_DROPS),
+                   help='shares of triples dropped at R = 1.0')
+    p.add_argument('--epochs', type=int, default=None,
+                   help=f'epochs per cell (default {DEFAULT_EPOCHS}; when '
+                   'rendering only: the most common count in the results)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0])
+    p.add_argument('--extra-seeds', type=int, nargs='*', default=[],
+                   help='more seeds for R = 0.6 noise and wrong and the '
+                   '"no names" cells (the acceptance uses 1 2)')
+    p.add_argument('--match', nargs='+', default=None,
+                   help='run only the cells whose key contains one of these '
+                   'strings, e.g. "noise R=0.6|adc|"')
+    p.add_argument('--limit', type=int, default=None,
+                   help='run at most this many cells')
+    p.add_argument('--dry-run', action='store_true',
+                   help='print the cells and exit')
+    p.add_argument('--render-only', action='store_true')
+    p.add_argument('--verbose', action='store_true',
+                   help="print the Trainer's epoch lines")
+    p.add_argument('--results', default=os.path.join(
+        HERE, 'results', 'robustness.jsonl'))
+    p.add_argument('--output', default=os.path.join(DOCS, 'robustness.md'))
+    p.add_argument('--plot', default=None,
+                   help='plot path (default: _static/robustness.png next '
+                   'to --output)')
+    args = p.parse_args()
+    if args.ratios is None:
+        args.ratios = list(FULL_RATIOS if args.full else DEFAULT_RATIOS)
+    bad = [r for r in args.ratios + args.drops if not 0 <= r <= 1]
+    if bad:
+        p.error(f'ratios must be in [0, 1] (got {bad})')
+    if 1.0 not in args.ratios:
+        args.ratios.append(1.0)  # the clean cell
+    for spec in args.fusions:
+        parse_fusion(spec)
+    plot_path = args.plot or os.path.join(
+        os.path.dirname(os.path.abspath(args.output)), '_static',
+        'robustness.png')
+    command = 'python benchmarks/robustness.py ' + shlex.join(sys.argv[1:])
+    results = done_keys(args.results)
+    epochs = args.epochs or DEFAULT_EPOCHS
+    jobs = [(c, f, s, job_key(args.pair, c, f, s, epochs))
+            for c, f, s in jobs_for(args)]
+    if args.match:
+        jobs = [j for j in jobs if any(m in j[3] for m in args.match)]
+    todo = [j for j in jobs if j[3] not in results]
+    if args.dry_run:
+        for *_, key in jobs:
+            print(f"{'done ' if key in results else 'to do'}  {key}")
+        print(f'{len(jobs)} cells, {len(todo)} to do')
+        return
+    if not args.render_only:
+        args.epochs = epochs
+        torch.set_num_threads(os.cpu_count() or 1)
+        os.makedirs(os.path.dirname(os.path.abspath(args.results)),
+                    exist_ok=True)
+        if args.limit is not None:
+            todo = todo[:args.limit]
+        for c, f, s, key in todo:
+            r = run_cell(args, c, f, s, epochs)
+            r.update(key=key, machine=machine(),
+                     date=time.strftime('%Y-%m-%d'), command=command)
+            results[key] = r
+            with open(args.results, 'a') as fh:
+                fh.write(json.dumps(r) + '\n')
+            a = r['auroc'] or {}
+            print(f"{key}: test hits@1 {show(r['metrics']['hits@1'])} "
+                  f"one-to-one {show(r['metrics']['one_to_one_hits@1'])} "
+                  f"AUROC u {show((a.get('uncertainty') or {}).get('name'))}"
+                  f" 1-w {show((a.get('weight') or {}).get('name'))} "
+                  f"({r['wall_time_s']:.0f}s, "
+                  f"{show(r['epoch_time_s'], 1)}s/epoch)", flush=True)
+            render(results, args, args.output, plot_path)
+    render(results, args, args.output, plot_path)
+    print(f'wrote {args.output}')
+
+
+if __name__ == '__main__':
+    main()

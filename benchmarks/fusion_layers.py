@@ -6,8 +6,11 @@
 Each row: one fusion at one (N, M, d), eager or torch.compile, on CPU (and
 CUDA when present). The backward pass is that of a random linear read-out of
 the fused output, with gradients w.r.t. the inputs (as when the modality
-embeddings come from encoders). Ends with the ADCFusion / MEAformerFusion
-ratio measured in this process.
+embeddings come from encoders). ``adc+aux`` is ADCFusion as a drop-in
+layer that trains: ``features='z'``, and the backward also runs through
+``auxiliary_loss`` (TCP on the confidence, the uncertainty loss through the
+attention) against random per-modality targets. Ends with the ADCFusion /
+MEAformerFusion ratios measured in this process.
 """
 from __future__ import annotations
 
@@ -20,21 +23,42 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import PeakMemory, emit, machine, median_time  # noqa: E402
 
+from ricea_pyg.loss import auxiliary_loss  # noqa: E402
 from ricea_pyg.nn import FUSIONS  # noqa: E402
+
+AUX = 'adc+aux'
 
 
 def bench(name, n, m, d, device, compiled, repeats):
     torch.manual_seed(0)
     kwargs = dict(num_modalities=m)
-    if name in ('meaformer', 'adc'):
+    if name in ('meaformer', 'adc', AUX):
         kwargs['channels'] = d
-    fusion = FUSIONS[name](**kwargs).to(device)
-    f = torch.compile(fusion) if compiled else fusion
+    if name == AUX:
+        fusion = FUSIONS['adc'](features='z', **kwargs).to(device)
+    else:
+        fusion = FUSIONS[name](**kwargs).to(device)
     x = torch.randn(n, m, d, device=device)
     mask = torch.rand(n, m, device=device) > 0.2
     mask[:, 0] = True
     readout = torch.randn(n, m * d, device=device)
+    target = torch.rand(n, m, device=device)
     xg = x.clone().requires_grad_()
+    if name == AUX:
+        full = torch.compile(fusion.forward_full) if compiled else \
+            fusion.forward_full
+
+        def f(inputs, mask):
+            return full(inputs, mask).fused
+
+        def loss(inputs):
+            out = full(inputs, mask)
+            return (out.fused * readout).sum() + auxiliary_loss(out, target)
+    else:
+        f = torch.compile(fusion) if compiled else fusion
+
+        def loss(inputs):
+            return (f(inputs, mask=mask) * readout).sum()
 
     def forward():
         with torch.no_grad():
@@ -43,7 +67,7 @@ def bench(name, n, m, d, device, compiled, repeats):
     def forward_backward():
         xg.grad = None
         fusion.zero_grad(set_to_none=True)
-        (f(xg, mask=mask) * readout).sum().backward()
+        loss(xg).backward()
 
     t_fwd = median_time(forward, device, repeats=repeats)
     t_fb = median_time(forward_backward, device, repeats=repeats)
@@ -60,7 +84,7 @@ def main():
                    default=[10_000, 40_000, 200_000])
     p.add_argument('--modalities', type=int, nargs='+', default=[2, 4, 6])
     p.add_argument('--channels', type=int, default=300)
-    p.add_argument('--fusions', nargs='+', default=list(FUSIONS))
+    p.add_argument('--fusions', nargs='+', default=list(FUSIONS) + [AUX])
     p.add_argument('--no-compile', action='store_true')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--json', action='store_true')
@@ -84,12 +108,13 @@ def main():
             'peak_mb']
     ratios = []
     for r in rows:
-        if r['fusion'] != 'adc':
+        if r['fusion'] not in ('adc', AUX):
             continue
         ref = [q for q in rows if q['fusion'] == 'meaformer' and all(
             q[k] == r[k] for k in ('N', 'M', 'd', 'device', 'mode'))]
         if ref:
-            ratios.append(dict(N=r['N'], M=r['M'], device=r['device'],
+            ratios.append(dict(fusion=r['fusion'], N=r['N'], M=r['M'],
+                               device=r['device'],
                                mode=r['mode'],
                                fwd_ratio=r['fwd_s'] / ref[0]['fwd_s'],
                                fwd_bwd_ratio=r['fwd_bwd_s'] /
@@ -101,8 +126,8 @@ def main():
         print('\nAll rows')
         emit(rows, False, cols)
         print('\nADCFusion / MEAformerFusion (same process)')
-        emit(ratios, False, ['N', 'M', 'device', 'mode', 'fwd_ratio',
-                             'fwd_bwd_ratio'])
+        emit(ratios, False, ['fusion', 'N', 'M', 'device', 'mode',
+                             'fwd_ratio', 'fwd_bwd_ratio'])
 
 
 if __name__ == '__main__':

@@ -327,7 +327,8 @@ def _check_out(args, config: TrainConfig) -> tuple:
     last = os.path.join(out, 'last.pt')
     if os.path.isfile(last):
         state = load_checkpoint(last)
-        was = {k: v for k, v in state.get('config', {}).items()
+        was = {k: v for k, v in TrainConfig.from_dict(
+            state.get('config', {}), source=last).to_dict().items()
                if k != 'progress'}
         now = {k: v for k, v in config.to_dict().items() if k != 'progress'}
         if was != now:

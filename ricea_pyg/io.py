@@ -74,12 +74,8 @@ def _write_errno(e: BaseException, folder: str) -> Optional[int]:
         cur = cur.__cause__ or cur.__context__
     if not any(s in str(e) for s in _TORCH_WRITE_FAILURES):
         return None
-    try:  # no OSError recorded: guess from the disk and the limits
-        st = os.statvfs(folder)
-        if st.f_bavail == 0:
-            return errno.ENOSPC
-    except (OSError, AttributeError):
-        pass
+    # No OSError recorded: guess from the limits (free space says nothing
+    # once the temporary file is gone).
     try:
         import resource
         if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != \

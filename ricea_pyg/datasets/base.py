@@ -193,6 +193,11 @@ class PairDataset(InMemoryDataset):
     def text_cache_dir(self) -> str:
         return os.path.join(self._processed_dir, 'text')
 
+    #: Options whose value names an input file (hashed like a raw file).
+    #: Only these: a plain option such as ``names='translated'`` must not be
+    #: hashed because a file of that name lies in the working directory.
+    file_options: Tuple[str, ...] = ('image_features', 'image_ids')
+
     @property
     def extra_raw_file_names(self) -> List[str]:
         """Files (relative to :obj:`root`) read when they exist; they key the
@@ -202,7 +207,7 @@ class PairDataset(InMemoryDataset):
     # -- cache key -------------------------------------------------------
     def input_files(self) -> List[Tuple[str, str]]:
         """``(name, path)`` of every file the dataset reads: its raw files,
-        its extra raw files, and option values naming existing files."""
+        its extra raw files, and the :attr:`file_options` naming files."""
         out = []
         for rel in list(self.raw_file_names) + list(
                 self.extra_raw_file_names):
@@ -211,8 +216,8 @@ class PairDataset(InMemoryDataset):
                 raise ValueError(f'{rel!r} lies outside the dataset root '
                                  f'{self.root}')
             out.append((rel, path))
-        for key in sorted(self.options):
-            value = self.options[key]
+        for key in self.file_options:
+            value = self.options.get(key)
             if isinstance(value, (str, os.PathLike)) and os.path.isfile(
                     value):
                 out.append((f'option:{key}', os.path.abspath(value)))

@@ -15,8 +15,14 @@ symmetric, :math:`\langle \mathbf{q}(a), \mathbf{k}(b)\rangle = \langle
 \mathbf{q}(b), \mathbf{k}(a)\rangle`, as the one above is: then every
 direction and every CSLS term reads it as a query against keys.
 
-Every search entry point takes a :class:`QueryKey` where it takes a tensor;
-a :class:`QueryKey` is used as it is (never ℓ2-normalised).
+Every search entry point that compares two entity sets (the searches, ranks,
+CSLS, one-to-one inference, the sharded search and the metrics) takes a
+:class:`QueryKey` where it takes a tensor, and uses it as it is (never
+ℓ2-normalised). Low-level helpers on raw vectors
+(:func:`~ricea_pyg.search.mean_topk_similarity`,
+:class:`~ricea_pyg.search.AlignmentIndex`) take the query or key tensor.
+Nothing checks the symmetry: an asymmetric pair of tensors gets a loss and
+CSLS terms that read the source-to-target scores in both directions.
 """
 from __future__ import annotations
 

@@ -236,7 +236,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        saved = {k: v for k, v in state['config'].items() if k != 'progress'}
+        # Through TrainConfig, so that a field added since fills its default.
+        saved = {k: v for k, v in TrainConfig.from_dict(
+            state['config']).to_dict().items() if k != 'progress'}
         now = {k: v for k, v in self.config.to_dict().items()
                if k != 'progress'}
         if saved != now:

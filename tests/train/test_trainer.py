@@ -207,6 +207,19 @@ def test_resume_refuses_other_settings(data, tmp_path):
         t.fit(resume=True)
 
 
+def test_resume_accepts_a_checkpoint_from_before_a_new_setting(data):
+    # A checkpoint written before a config field existed resumes with that
+    # field at its default; the same field at another value is refused.
+    t = Trainer(data, small_config(epochs=2), log=quiet)
+    state = t.state_dict()
+    del state['config']['lambda_uncertainty']
+    Trainer(data, small_config(epochs=2), log=quiet).load_state_dict(state)
+    other = Trainer(data, small_config(epochs=2, lambda_uncertainty=0.5),
+                    log=quiet)
+    with pytest.raises(ValueError, match="'lambda_uncertainty'"):
+        other.load_state_dict(state)
+
+
 TRAIN = [sys.executable, '-m', 'ricea_pyg.cli', 'train', '--dataset',
          'synthetic', '--entities', '1500', '--channels', '48',
          '--batch-size', '256', '--epochs', '30', '--eval-every', '3',

@@ -67,8 +67,10 @@ class FusionOutput(NamedTuple):
             missing.
         uncertainty (Tensor, optional): ``[N, M]`` uncertainty of each
             weight, for fusions that estimate one (1 where missing).
+        aux (FusionAuxiliary, optional): The terms the fusion's losses read
+            (a dict of them, as the ``extras`` of earlier releases, is
+            converted by :meth:`ModalityFusion.forward_full`).
         mask (Tensor, optional): ``[N, M]`` the presence mask used.
-        aux (FusionAuxiliary, optional): The terms the fusion's losses read.
         query, key (Tensor, optional): ``[N, D]`` search embeddings with
             ``scoring='pair_mean'`` (see
             :func:`~ricea_pyg.nn.fusion.pair_mean_query_key`): two entities
@@ -79,8 +81,8 @@ class FusionOutput(NamedTuple):
     fused: Tensor
     weights: Tensor
     uncertainty: Optional[Tensor] = None
-    mask: Optional[Tensor] = None
     aux: Optional[FusionAuxiliary] = None
+    mask: Optional[Tensor] = None
     query: Optional[Tensor] = None
     key: Optional[Tensor] = None
 
@@ -280,6 +282,14 @@ class ModalityFusion(torch.nn.Module):
         """Runs the fusion and returns everything it computed."""
         xs, mask = self.prepare(xs, mask)
         out = self.fuse(xs, mask)._replace(mask=mask)
+        if isinstance(out.aux, dict):  # a fusion written for ``extras``
+            unknown = sorted(set(out.aux) - set(FusionAuxiliary._fields))
+            if unknown:
+                raise ValueError(f'{type(self).__name__}.fuse returned '
+                                 f'auxiliary terms {unknown}; '
+                                 'FusionAuxiliary has '
+                                 f'{list(FusionAuxiliary._fields)}')
+            out = out._replace(aux=FusionAuxiliary(**out.aux))
         if self.scoring == 'pair_mean':
             query, key = pair_mean_query_key(self.fused_inputs(xs, out),
                                              out.weights, mask)
@@ -333,7 +343,10 @@ class ModalityFusion(torch.nn.Module):
         """
         out = self.forward_full(xs, mask)
         if return_weights:
-            return out.fused, (out.weights, out.uncertainty)
+            # A reading, not a training signal (forward_full keeps its
+            # graph for auxiliary_loss).
+            u = None if out.uncertainty is None else out.uncertainty.detach()
+            return out.fused, (out.weights, u)
         return out.fused
 
     def out_channels(self, in_channels: Union[int, Sequence[int]]) -> int:

@@ -350,7 +350,7 @@ class ADCFusion(ModalityFusion):
         aux = FusionAuxiliary(z=out.z, attention=out.attention,
                               confidence=out.confidence, holo=out.holo,
                               belief=out.belief, du=du.detach(), rc=rc)
-        return FusionOutput(fused, w, u, mask, aux)
+        return FusionOutput(fused, w, u, aux, mask)
 
     def fuse(self, x: Tensor, mask: Tensor) -> FusionOutput:
         return self.calibrate(self.interaction(x, mask))

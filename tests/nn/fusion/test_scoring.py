@@ -204,3 +204,32 @@ def test_auroc_hand_checked_and_refusals():
         auroc(torch.tensor([1.0, 2.0]), torch.tensor([1, 1]))
     with pytest.raises(ValueError, match='finite'):
         auroc(torch.tensor([float('nan'), 2.0]), torch.tensor([0, 1]))
+
+
+def test_a_fusion_written_for_extras_still_feeds_its_losses():
+    from ricea_pyg.nn import ModalityFusion
+
+    class Old(ModalityFusion):
+        def fuse(self, x, mask):
+            w = mask.float() / mask.sum(-1, keepdim=True)
+            return FusionOutput(x.flatten(1), w, None,
+                                {'confidence': w.clone()})
+
+    x, mask = _inputs()
+    out = Old(M, C).forward_full(x, mask)
+    assert torch.equal(out.aux.confidence, out.weights)
+    assert torch.equal(out.mask, mask)
+
+    class Wrong(Old):
+        def fuse(self, x, mask):
+            return super().fuse(x, mask)._replace(aux={'conf': mask})
+    with pytest.raises(ValueError, match="'conf'"):
+        Wrong(M, C).forward_full(x, mask)
+
+
+def test_forward_returns_the_uncertainty_detached():
+    x, mask = _inputs()
+    fusion = ADCFusion(M, C)
+    _, (_, u) = fusion(x, mask, return_weights=True)
+    assert not u.requires_grad
+    assert fusion.forward_full(x, mask).uncertainty.requires_grad

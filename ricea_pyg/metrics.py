@@ -38,7 +38,8 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
                       candidates: Optional[Tuple[Tensor, Tensor]] = None,
                       hits: Sequence[int] = (1, 10),
                       batch_size: int = 4096,
-                      normalize: Optional[bool] = None) -> Dict[str, float]:
+                      normalize: Optional[bool] = None,
+                      progress: Optional[bool] = None) -> Dict[str, float]:
     r"""Left-to-right and right-to-left alignment metrics.
 
     Each source of :obj:`pairs` is ranked against all target rows (or the
@@ -58,6 +59,8 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
             (False: use them raw as query and key). A
             :class:`~ricea_pyg.search.QueryKey` is always used raw, and
             ``True`` with one raises :class:`ValueError`.
+        progress (bool, optional): tqdm bars of the rank counting: True
+            always, False never, None for long runs only.
             (default: :obj:`None`, meaning normalise tensors)
 
     Returns:
@@ -85,7 +88,7 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
             raise ValueError('a gold counterpart is not among the candidates')
         ranks = true_ranks(q_emb[q_ids], c_emb[cand], truth, csls_k,
                            batch_size, neighbors=q_emb[q_cand],
-                           normalize=normalize)
+                           normalize=normalize, progress=progress)
         out.update({prefix + k: v for k, v in rank_metrics(ranks,
                                                            hits).items()})
     return out
@@ -94,7 +97,8 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
 def evaluate_embeddings(source: Embeddings, target: Embeddings,
                         pairs: Tensor, csls_k: int = 3,
                         candidates: str = 'test', one_to_one: bool = False,
-                        normalize: Optional[bool] = None
+                        normalize: Optional[bool] = None,
+                        progress: Optional[bool] = None
                         ) -> Dict[str, float]:
     r"""Hits@1/10, MRR and MR in both directions for :obj:`pairs`, under a
     named candidate protocol.
@@ -117,6 +121,8 @@ def evaluate_embeddings(source: Embeddings, target: Embeddings,
             (default: :obj:`False`)
         normalize (bool, optional): As in :func:`alignment_metrics`.
             (default: :obj:`None`, meaning normalise tensors)
+        progress (bool, optional): As in :func:`alignment_metrics`.
+            (default: :obj:`None`)
     """
     if candidates == 'test':
         cand = (pairs[0], pairs[1])
@@ -126,7 +132,8 @@ def evaluate_embeddings(source: Embeddings, target: Embeddings,
         raise ValueError(f'candidates must be one of {CANDIDATE_PROTOCOLS} '
                          f'(got {candidates!r})')
     out = alignment_metrics(source, target, pairs, csls_k=csls_k,
-                            candidates=cand, normalize=normalize)
+                            candidates=cand, normalize=normalize,
+                            progress=progress)
     if one_to_one and cand is None:  # whole KGs: sparse Sinkhorn scales
         result = one_to_one_assignment(source, target, method='sinkhorn',
                                        csls_k=csls_k, normalize=normalize)

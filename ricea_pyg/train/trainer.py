@@ -214,7 +214,8 @@ class Trainer:
         return _evaluate_embeddings(
             src, tgt, pairs.to(self.device),
             self.config.csls_k if csls_k is None else csls_k,
-            candidates or self.config.candidates, one_to_one)
+            candidates or self.config.candidates, one_to_one,
+            progress=None if self.config.progress else False)
 
     # -- checkpoints --------------------------------------------------------------
     def _path(self, name: str) -> Optional[str]:

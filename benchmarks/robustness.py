@@ -43,7 +43,7 @@ from collections import Counter, defaultdict
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from alignment_accuracy import parse_fusion  # noqa: E402
+from alignment_accuracy import done_keys, parse_fusion  # noqa: E402
 from common import machine  # noqa: E402
 
 from ricea_pyg.data import CorruptModalities, DropTriples  # noqa: E402
@@ -101,18 +101,6 @@ def jobs_for(args):
 
 def job_key(pair, cell, fusion, seed, epochs):
     return f'{pair}|{cell_name(cell)}|{fusion}|seed={seed}|epochs={epochs}'
-
-
-def done_keys(path):
-    if not os.path.isfile(path):
-        return {}
-    out = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                out[r['key']] = r
-    return out
 
 
 # -- one cell -----------------------------------------------------------------------

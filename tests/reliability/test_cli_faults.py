@@ -2,11 +2,13 @@
 import fcntl
 import json
 import os
+import pathlib
 import shutil
 
 import pytest
 
 from ricea_pyg.cli import main
+from tests.reliability.test_cache import _write_pair
 
 SYN = ['--dataset', 'synthetic', '--entities', '200']
 FAST = ['--channels', '16', '--epochs', '2', '--batch-size', '128',
@@ -212,20 +214,7 @@ def test_old_run_json_with_every_key_still_loads(run, copy, capsys):
 def _dbp_folder(path, n=60):
     """A DBP15K-layout pair folder (xx_en) with image features."""
     import numpy as np
-    folder = os.path.join(path, 'xx_en')
-    os.makedirs(folder)
-    files = {
-        'ent_ids_1': ''.join(f'{i}\thttp://xx/e{i}\n' for i in range(n)),
-        'ent_ids_2': ''.join(f'{n + i}\thttp://en/e{i}\n' for i in range(n)),
-        'triples_1': ''.join(f'{i}\t{i % 3}\t{(i + 1) % n}\n'
-                             for i in range(n)),
-        'triples_2': ''.join(f'{n + i}\t{3 + i % 2}\t{n + (i + 1) % n}\n'
-                             for i in range(n)),
-        'ref_ent_ids': ''.join(f'{i}\t{n + i}\n' for i in range(n)),
-    }
-    for name, text in files.items():
-        with open(os.path.join(folder, name), 'w') as f:
-            f.write(text)
+    _write_pair(pathlib.Path(path), 'xx_en', n)
     rng = np.random.default_rng(0)
     np.save(os.path.join(path, 'img.npy'),
             rng.standard_normal((2 * n, 8)).astype(np.float32))

@@ -41,9 +41,7 @@ class ModelOutput(NamedTuple):
     @property
     def extras(self) -> Dict[str, Tensor]:
         """The non-empty terms of :attr:`aux` by name (read-only view)."""
-        if self.aux is None:
-            return {}
-        return {k: v for k, v in self.aux._asdict().items() if v is not None}
+        return {} if self.aux is None else self.aux.terms()
 
     def select(self, index) -> ModelOutput:
         """The same output for the rows :obj:`index`."""

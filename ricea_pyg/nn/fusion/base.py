@@ -51,6 +51,10 @@ class FusionAuxiliary(NamedTuple):
     du: Optional[Tensor] = None
     rc: Optional[Tensor] = None
 
+    def terms(self) -> dict:
+        """The terms that are not :obj:`None`, by name."""
+        return {k: v for k, v in self._asdict().items() if v is not None}
+
     def select(self, index) -> FusionAuxiliary:
         """The same terms for the rows :obj:`index`."""
         return FusionAuxiliary(*(None if t is None else t[index]
@@ -89,9 +93,7 @@ class FusionOutput(NamedTuple):
     @property
     def extras(self) -> dict:
         """The non-empty terms of :attr:`aux` by name (read-only view)."""
-        if self.aux is None:
-            return {}
-        return {k: v for k, v in self.aux._asdict().items() if v is not None}
+        return {} if self.aux is None else self.aux.terms()
 
     def select(self, index) -> FusionOutput:
         """The same output for the rows :obj:`index` (e.g. the training

@@ -132,14 +132,19 @@ def test_small_write_under_limit_still_works(tmp_path):
     assert _leftovers(tmp_path, ['small.txt']) == []
 
 
+def _train(out, epochs):
+    """``ricea train`` on a 200-entity synthetic pair into :obj:`out`."""
+    return [sys.executable, '-m', 'ricea_pyg.cli', 'train', '--dataset',
+            'synthetic', '--entities', '200', '--channels', '16', '--epochs',
+            str(epochs), '--batch-size', '128', '--no-progress', '--out',
+            str(out)]
+
+
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp('disk_full_run')
-    run = subprocess.run(
-        [sys.executable, '-m', 'ricea_pyg.cli', 'train', '--dataset',
-         'synthetic', '--entities', '200', '--channels', '16', '--epochs',
-         '2', '--batch-size', '128', '--no-progress', '--out', str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=600)
+    run = subprocess.run(_train(out, 2), capture_output=True, text=True,
+                         cwd=ROOT, timeout=600)
     assert run.returncode == 0, run.stderr
     return str(out / 'best.pt')
 
@@ -167,10 +172,7 @@ def test_cli_train_disk_full_exits_2_with_one_line(tmp_path):
     (not a traceback), no partial checkpoint and no temporary file."""
     out = tmp_path / 'run'
     run = subprocess.run(
-        [sys.executable, '-m', 'ricea_pyg.cli', 'train', '--dataset',
-         'synthetic', '--entities', '200', '--channels', '16', '--epochs',
-         '1', '--batch-size', '128', '--no-progress', '--out', str(out)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        _train(out, 1), capture_output=True, text=True, cwd=ROOT, timeout=300,
         preexec_fn=_limited,
         env=dict(os.environ, RICEA_CACHE=str(tmp_path / 'cache')))
     assert run.returncode == 2, run.stderr

@@ -248,7 +248,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f.name, default=None,
                            help='JSON value' if f.name != 'modalities'
                            else 'comma-separated, e.g. graph,rel,name')
-        elif kind is bool:
+        elif f.name == 'fanouts':
+            g.add_argument(flag, dest=f.name, default=None,
+                           help='neighbours per hop for sampled training, '
+                           'comma-separated, e.g. 10,5')
+        elif f.name in ('channels', 'eval_queries'):  # default: by size
+            g.add_argument(flag, dest=f.name, type=int, default=None)
+        elif kind is bool or f.name == 'sampled':
             g.add_argument(flag, dest=f.name, default=None,
                            action=argparse.BooleanOptionalAction)
         else:
@@ -263,6 +269,12 @@ def _config(args) -> TrainConfig:
             continue
         if name == 'modalities':
             value = [m.strip() for m in value.split(',') if m.strip()]
+        elif name == 'fanouts':
+            try:
+                value = [int(v) for v in value.split(',') if v.strip()]
+            except ValueError:
+                raise ConfigError(f'--fanouts: comma-separated integers, '
+                                  f'e.g. 10,5 (got {value!r})') from None
         elif name in ('fusion_kwargs', 'iter_threshold'):
             try:
                 value = json.loads(value)
@@ -342,10 +354,15 @@ def _check_out(args, config: TrainConfig) -> tuple:
 _RESUME_HINT = 'resuming on other data needs a new --out folder'
 
 
-def cmd_train(args) -> Dict:
-    from ricea_pyg.train import Trainer
-    start = time.perf_counter()
-    config = _config(args)
+def _launcher_world() -> tuple:
+    """``(rank, world_size)`` set by ``torchrun`` in the environment."""
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    return int(os.environ.get('RANK', '0')), world
+
+
+def _prepare_run(args, config: TrainConfig):
+    """The work only one process does before training: the --out checks,
+    the data spec, run.json. Returns ``(spec, data, lock)``."""
     out = args.out
     lock = saved = None
     moved: List[tuple] = []
@@ -365,8 +382,6 @@ def cmd_train(args) -> Dict:
             data, digests = open_dataset(spec)
             if saved is not None:
                 _check_files(*checks, digests=digests)
-        if args.threads:
-            torch.set_num_threads(args.threads)
         if out:
             if args.overwrite:  # no stale checkpoint outlives its run.json
                 for name in ('last.pt', 'best.pt', 'metrics.json',
@@ -380,10 +395,112 @@ def cmd_train(args) -> Dict:
                       'config': config.to_dict()}
             atomic_write(os.path.join(out, RUN_FILE), lambda f: json.dump(
                 record, f, indent=2), binary=False)
-        trainer = Trainer(data, config, out_dir=out)
-        del data  # the trainer keeps its own copy of the features
-        metrics = trainer.fit(resume=args.resume)
-        trainer.write_metrics(metrics, time.perf_counter() - start)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return spec, data, lock
+
+
+def _fit(data, config: TrainConfig, out: Optional[str], resume: bool,
+         start: float, device=None) -> Dict:
+    from ricea_pyg.train import Trainer
+    trainer = Trainer(data, config, out_dir=out, device=device)
+    del data  # the trainer keeps its own copy of the features
+    metrics = trainer.fit(resume=resume)
+    trainer.write_metrics(metrics, time.perf_counter() - start)
+    return metrics
+
+
+def _device_of(rank: int):
+    if torch.cuda.is_available():
+        return torch.device('cuda', rank % torch.cuda.device_count())
+    return None
+
+
+def _train_worker(rank: int, world: int, init_method: str, spec: Dict,
+                  config: TrainConfig, out: Optional[str], resume: bool,
+                  threads: int, start: float, results) -> None:
+    """One process of ``ricea train --nproc N``."""
+    import torch.distributed as dist
+    if threads:
+        torch.set_num_threads(threads)
+    backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    dist.init_process_group(backend, init_method=init_method, rank=rank,
+                            world_size=world)
+    try:
+        data, _ = open_dataset(spec)
+        metrics = _fit(data, config, out, resume, start, _device_of(rank))
+        if rank == 0:
+            results.put(metrics)
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn_training(args, spec: Dict, config: TrainConfig, start: float
+                    ) -> Dict:
+    """Trains on ``args.nproc`` local processes (gloo on CPU, NCCL on
+    GPUs); rank 0's metrics."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context('spawn')
+    results = ctx.SimpleQueue()
+    mp.spawn(_train_worker, nprocs=args.nproc, join=True, args=(
+        args.nproc, f'tcp://127.0.0.1:{port}', spec, config, args.out,
+        args.resume, args.threads or max(1, (os.cpu_count() or 1)
+                                         // args.nproc), start, results))
+    return results.get()
+
+
+def cmd_train(args) -> Dict:
+    start = time.perf_counter()
+    config = _config(args)
+    rank, world = _launcher_world()
+    nproc = getattr(args, 'nproc', 1) or 1
+    if nproc < 1:
+        raise CLIError(f'--nproc must be at least 1 (got {nproc})')
+    if world > 1 and nproc > 1:
+        raise CLIError('--nproc starts its own processes; under torchrun '
+                       'leave it out (torchrun --nproc_per_node sets it)')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lock = None
+    try:
+        if world > 1:  # torchrun: rank 0 checks and writes, all train
+            import torch.distributed as dist
+            dist.init_process_group('nccl' if torch.cuda.is_available()
+                                    else 'gloo')
+            shared: List[Any] = [None, None]
+            data = None
+            if rank == 0:
+                try:
+                    shared[0], data, lock = _prepare_run(args, config)
+                except (CLIError, ConfigError, ValueError, OSError) as e:
+                    shared[1] = str(e)
+            dist.broadcast_object_list(shared, src=0)
+            if shared[1] is not None:
+                dist.destroy_process_group()
+                raise CLIError(shared[1])
+            if data is None:
+                data, _ = open_dataset(shared[0])
+            try:
+                metrics = _fit(data, config, args.out, args.resume, start,
+                               _device_of(rank))
+            finally:
+                dist.destroy_process_group()
+            if rank != 0:
+                return metrics
+        else:
+            spec, data, lock = _prepare_run(args, config)
+            if nproc > 1:
+                del data  # each process opens it
+                metrics = _spawn_training(args, spec, config, start)
+            else:
+                metrics = _fit(data, config, args.out, args.resume, start)
     finally:
         if lock is not None:
             lock.close()
@@ -395,7 +512,7 @@ def cmd_train(args) -> Dict:
 def _restore(args):
     """Model, data, inputs and config of a checkpoint."""
     from ricea_pyg.data import PairInputs
-    from ricea_pyg.train import build_model
+    from ricea_pyg.train import build_model, resolve_config
     state = load_checkpoint(args.checkpoint)
     if 'model' not in state or 'config' not in state:
         raise CLIError(f'{args.checkpoint}: not a ricea checkpoint (no model '
@@ -431,6 +548,7 @@ def _restore(args):
     config = TrainConfig.from_dict(state['config'], source=args.checkpoint)
     inputs = PairInputs.from_data(data, state.get('modalities',
                                                   config.modalities))
+    config = resolve_config(inputs, config)  # the sizes it trained with
     model = build_model(inputs, config)
     try:
         model.load_state_dict(state['model'])
@@ -444,16 +562,20 @@ def _restore(args):
 def cmd_evaluate(args) -> Dict:
     from ricea_pyg.metrics import evaluate_embeddings
     model, data, inputs, config = _restore(args)
-    emb = model.embed(inputs).embeddings  # the score it was trained with
+    # The score it was trained with, and its evaluation protocol: on large
+    # graphs approximate search on config.eval_queries sampled pairs.
+    emb = model.embed(inputs, search_only=True).embeddings
     n_s = inputs.num_source
     pairs = data[ALIGN][f'{args.split}_index']
     csls = config.csls_k if args.csls_k is None else args.csls_k
+    sample = dict(num_queries=config.eval_queries, seed=config.seed)
     result = {
         'split': args.split, 'candidates': args.candidates,
         'csls': evaluate_embeddings(emb[:n_s], emb[n_s:], pairs, csls,
-                                    args.candidates, one_to_one=True),
+                                    args.candidates, one_to_one=True,
+                                    **sample),
         'cosine': evaluate_embeddings(emb[:n_s], emb[n_s:], pairs, 0,
-                                      args.candidates)}
+                                      args.candidates, **sample)}
     if getattr(args, 'overridden', None) is not None:
         result['other_data'] = args.overridden
     print(json.dumps(result, indent=2))
@@ -465,7 +587,8 @@ def cmd_align(args) -> str:
     from ricea_pyg.explain import entity_uris
     from ricea_pyg.search import top1_both_directions
     model, data, inputs, config = _restore(args)
-    emb = model.embed(inputs).embeddings  # the score it was trained with
+    # The score it was trained with.
+    emb = model.embed(inputs, search_only=True).embeddings
     n_s = inputs.num_source
     s_ids, t_ids = unaligned_entities(data[ALIGN].train_index, n_s,
                                       inputs.num_target)
@@ -478,8 +601,10 @@ def cmd_align(args) -> str:
         rows, header = _one_to_one_rows(emb[:n_s], emb[n_s:], s_ids, t_ids,
                                         csls, args.threshold)
     else:
+        # Exact below 50k entities, FAISS IVF above.
         scores, top, back = top1_both_directions(emb[:n_s][s_ids],
-                                                 emb[n_s:][t_ids], csls)
+                                                 emb[n_s:][t_ids], csls,
+                                                 kind='auto')
         header = ['source', 'target', 'score', 'mutual']
         rows = [(int(i), int(t_ids[j]), float(scores[r, 0]),
                  int(int(back[j, 0]) == r))
@@ -542,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--overwrite', action='store_true',
                    help='replace the run already in OUT')
     t.add_argument('--threads', type=int, default=0)
+    t.add_argument('--nproc', type=int, default=1,
+                   help='train on N local processes with torch.distributed '
+                   '(gloo on CPU, NCCL on GPUs); or launch with torchrun')
     _add_config_args(t)
     for name, helptext in (('evaluate', 'metrics of a checkpoint'),
                            ('align', 'export predicted pairs as TSV'),

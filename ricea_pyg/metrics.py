@@ -12,10 +12,11 @@ from ricea_pyg.search.assignment import (
     pair_precision_recall,
 )
 from ricea_pyg.search.csls import true_ranks
-from ricea_pyg.search.embedding import Embeddings
+from ricea_pyg.search.embedding import Embeddings, query_key
+from ricea_pyg.search.index import AlignmentIndex
 
 __all__ = ['alignment_metrics', 'evaluate_embeddings', 'rank_metrics',
-           'auroc',
+           'approximate_alignment_metrics', 'auroc',
            'CANDIDATE_PROTOCOLS']
 
 #: How candidates are chosen. The standard protocol ranks against the
@@ -94,11 +95,115 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
     return out
 
 
+def _approximate_direction(q_query: Tensor, c_key: Tensor, c_query: Tensor,
+                           q_key: Tensor, truth: Tensor, csls_k: int,
+                           depth: int, index_kwargs) -> Tensor:
+    """1-based ranks of :obj:`truth` among the :obj:`depth` best candidates
+    of each query (``depth + 1`` where it is not among them)."""
+    def index(x):
+        return AlignmentIndex(**index_kwargs).add(x)
+    scores, ids = index(c_key).search(q_query, depth)
+    if csls_k > 0:  # r_t for the retrieved candidates only
+        r_s = scores[:, :csls_k].mean(1, keepdim=True)
+        found = ids[ids >= 0].unique()
+        back, _ = index(q_key).search(c_query[found], csls_k)
+        r_t = torch.zeros(c_key.size(0), dtype=scores.dtype)
+        r_t[found] = back.mean(1)
+        scores = torch.where(ids >= 0, 2 * scores - r_s - r_t[
+            ids.clamp_min(0)], scores)
+        scores, order = scores.sort(1, descending=True)
+        ids = ids.gather(1, order)
+    hit = ids == truth.view(-1, 1)
+    first = hit.float().argmax(1) + 1
+    return torch.where(hit.any(1), first, torch.full_like(first, depth + 1))
+
+
+def approximate_alignment_metrics(source_emb: Embeddings,
+                                  target_emb: Embeddings, pairs: Tensor,
+                                  num_queries: int = 10_000, csls_k: int = 0,
+                                  candidates: Optional[Tuple[Tensor, Tensor]]
+                                  = None, depth: int = 50, seed: int = 0,
+                                  kind: str = 'auto',
+                                  normalize: Optional[bool] = None,
+                                  **index_kwargs) -> Dict[str, float]:
+    r"""Hits@1/10 and MRR of a fixed, seeded sample of :obj:`num_queries`
+    pairs, by approximate search: for graphs too large for exact ranks.
+
+    Each sampled query retrieves its :obj:`depth` nearest candidates from a
+    :class:`~ricea_pyg.search.AlignmentIndex` (``kind='auto'``: exact below
+    50k candidates, IVF above). With CSLS, :math:`r_s` comes from the
+    query's own top :obj:`csls_k` and :math:`r_t` from a second index over
+    the other side's candidates, for the retrieved candidates only; the
+    :obj:`depth` candidates are then re-ranked. A counterpart that is not
+    retrieved counts as rank ``depth + 1``, so ``mrr`` is a lower bound
+    and ``hits@k`` (k ≤ depth) are exact up to the index's recall. The
+    result says so: ``approx_queries`` is the sample size.
+
+    Args:
+        source_emb, target_emb: As in :func:`alignment_metrics`.
+        pairs (Tensor): ``[2, P]`` gold pairs; the sample is drawn from them.
+        num_queries (int): Sample size (all pairs if fewer).
+            (default: :obj:`10_000`)
+        csls_k (int): 0 for cosine, else CSLS. (default: :obj:`0`)
+        candidates (tuple, optional): ``(source_ids, target_ids)`` as in
+            :func:`alignment_metrics`; the neighbourhoods of CSLS are taken
+            over them. (default: every row)
+        depth (int): Candidates retrieved per query. (default: :obj:`50`)
+        seed (int): Seed of the sample. (default: :obj:`0`)
+        kind (str): Index kind. (default: ``'auto'``)
+        normalize (bool, optional): As in :func:`alignment_metrics`.
+        index_kwargs: Passed to :class:`~ricea_pyg.search.AlignmentIndex`
+            (``nlist``, ``nprobe``, ``backend``, ``progress``).
+
+    Returns:
+        The keys of :func:`alignment_metrics` but ``mr``, plus
+        ``approx_queries``.
+    """
+    if pairs.dim() != 2 or pairs.size(0) != 2 or pairs.size(1) == 0:
+        raise ValueError('pairs must be a non-empty [2, P]')
+    if num_queries < 1 or depth < max(10, csls_k):
+        raise ValueError(f'need num_queries >= 1 and depth >= max(10, '
+                         f'csls_k) (got {num_queries}, {depth})')
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(pairs.size(1), generator=gen)[:num_queries]
+    sample = pairs[:, pick.to(pairs.device)]
+    sq, sk = query_key(source_emb, normalize)
+    tq, tk = query_key(target_emb, normalize)
+    if candidates is None:
+        s_cand = torch.arange(sq.size(0), device=pairs.device)
+        t_cand = torch.arange(tq.size(0), device=pairs.device)
+    else:
+        s_cand, t_cand = candidates
+    kwargs = dict(index_kwargs, kind=kind)
+    out: Dict[str, float] = {}
+    for prefix, (qq, qk, cq, ck, q_ids, t_ids, cand, q_cand) in {
+            '': (sq, sk, tq, tk, sample[0], sample[1], t_cand, s_cand),
+            'r2l_': (tq, tk, sq, sk, sample[1], sample[0], s_cand, t_cand),
+    }.items():
+        pos = torch.full((ck.size(0),), -1, dtype=torch.long,
+                         device=pairs.device)
+        pos[cand] = torch.arange(cand.numel(), device=pairs.device)
+        truth = pos[t_ids]
+        if (truth < 0).any():
+            raise ValueError('a gold counterpart is not among the candidates')
+        ranks = _approximate_direction(qq[q_ids], ck[cand], cq[cand],
+                                       qk[q_cand], truth.cpu(), csls_k,
+                                       depth, kwargs).double()
+        found = ranks <= depth
+        out.update({prefix + k: v for k, v in rank_metrics(ranks).items()
+                    if k.startswith('hits@')})
+        out[prefix + 'mrr'] = float(torch.where(found, 1.0 / ranks, 0.0)
+                                    .mean())
+    out['approx_queries'] = int(sample.size(1))
+    return out
+
+
 def evaluate_embeddings(source: Embeddings, target: Embeddings,
                         pairs: Tensor, csls_k: int = 3,
                         candidates: str = 'test', one_to_one: bool = False,
                         normalize: Optional[bool] = None,
-                        progress: Optional[bool] = None
+                        progress: Optional[bool] = None,
+                        num_queries: int = 0, seed: int = 0
                         ) -> Dict[str, float]:
     r"""Hits@1/10, MRR and MR in both directions for :obj:`pairs`, under a
     named candidate protocol.
@@ -123,6 +228,11 @@ def evaluate_embeddings(source: Embeddings, target: Embeddings,
             (default: :obj:`None`, meaning normalise tensors)
         progress (bool, optional): As in :func:`alignment_metrics`.
             (default: :obj:`None`)
+        num_queries (int): 0 for exact ranks of every pair; else
+            :func:`approximate_alignment_metrics` on a sample of this many
+            pairs drawn with :obj:`seed` (for large graphs; no one-to-one
+            Hits@1 then). (default: :obj:`0`)
+        seed (int): Seed of that sample. (default: :obj:`0`)
     """
     if candidates == 'test':
         cand = (pairs[0], pairs[1])
@@ -131,6 +241,10 @@ def evaluate_embeddings(source: Embeddings, target: Embeddings,
     else:
         raise ValueError(f'candidates must be one of {CANDIDATE_PROTOCOLS} '
                          f'(got {candidates!r})')
+    if num_queries > 0:
+        return approximate_alignment_metrics(
+            source, target, pairs, num_queries, csls_k, cand, seed=seed,
+            normalize=normalize, progress=progress)
     out = alignment_metrics(source, target, pairs, csls_k=csls_k,
                             candidates=cand, normalize=normalize,
                             progress=progress)

@@ -15,7 +15,12 @@ from ricea_pyg.data.schema import (
     relation_edge,
 )
 from ricea_pyg.data.split import split_alignment, unaligned_entities
-from ricea_pyg.data.synthetic import planted_embeddings, synthetic_pair
+from ricea_pyg.data.synthetic import (
+    SCALE_PROFILE,
+    planted_embeddings,
+    scale_pair,
+    synthetic_pair,
+)
 from ricea_pyg.data.text import (
     CallableEncoder,
     SentenceTransformerEncoder,
@@ -29,6 +34,7 @@ __all__ = [
     'mask_key', 'relation_edge', 'PairInputs', 'KGSide', 'MultiModalKGPair',
     'build_hetero_data', 'modality_tensors', 'split_alignment',
     'unaligned_entities', 'synthetic_pair', 'planted_embeddings',
+    'scale_pair', 'SCALE_PROFILE',
     'TextEncoder', 'SentenceTransformerEncoder', 'CallableEncoder',
     'resolve_text_encoder', 'CorruptModalities', 'DropTriples',
 ]

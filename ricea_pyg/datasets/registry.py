@@ -170,12 +170,12 @@ def _seed(spec: Dict[str, Any]) -> int:
 @register_dataset('synthetic', fields=('entities', 'no_names',
                                        'split_seed'))
 def _synthetic(spec: Dict[str, Any]) -> HeteroData:
-    from ricea_pyg.data.synthetic import synthetic_pair
+    from ricea_pyg.data.synthetic import scale_pair
     mods = (('rel',) if spec.get('no_names') else
             ('rel', 'attr', 'img', 'name', 'char'))
     entities = spec.get('entities')
-    return synthetic_pair(2000 if entities is None else entities,
-                          modalities=mods, seed=_seed(spec))
+    return scale_pair(2000 if entities is None else entities,
+                      modalities=mods, seed=_seed(spec))
 
 
 @register_dataset('dbp15k', fields=('root', 'pair', 'no_names', 'split_seed',

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ricea_pyg.data.inputs import PairInputs
+from ricea_pyg.data.sampling import SampledSubgraph
 from ricea_pyg.nn.fusion import FusionAuxiliary, fusion_resolver
 from ricea_pyg.nn.projection import ModalityProjection
 from ricea_pyg.nn.relational import RelationalAdjacency, RelationAwareEncoder
@@ -93,6 +94,9 @@ class RICEA(torch.nn.Module):
             :math:`d`). (default: ``'gat'``)
         num_relations (int): Relation types of the union graph; needed by
             ``'relational'``. (default: :obj:`0`)
+        sparse_grad (bool): Sparse gradients for the entity table (for
+            mini-batch training with :class:`torch.optim.SparseAdam`: only
+            the rows a batch touches are updated). (default: :obj:`False`)
 
     Shapes:
         - **input:** :class:`PairInputs`, optional row index ``[n]``
@@ -106,7 +110,8 @@ class RICEA(torch.nn.Module):
                  fusion_kwargs: Optional[Dict[str, Any]] = None,
                  gat_layers: int = 2, gat_heads: int = 2,
                  gat_diag: bool = True, dropout: float = 0.0,
-                 structure_encoder: str = 'gat', num_relations: int = 0):
+                 structure_encoder: str = 'gat', num_relations: int = 0,
+                 sparse_grad: bool = False):
         super().__init__()
         self.modalities = list(modalities)
         self.num_entities, self.channels = num_entities, channels
@@ -120,7 +125,8 @@ class RICEA(torch.nn.Module):
         self.structure_kind = structure_encoder
         self.entity = self.structure = None
         if 'graph' in self.modalities:
-            self.entity = torch.nn.Embedding(num_entities, channels)
+            self.entity = torch.nn.Embedding(num_entities, channels,
+                                             sparse=sparse_grad)
             if structure_encoder == 'gat':
                 self.structure = GATEncoder(channels, gat_layers, gat_heads,
                                             gat_diag, dropout)
@@ -176,59 +182,87 @@ class RICEA(torch.nn.Module):
             return None
         return self.structure(self.entity.weight, self.adjacency(inputs))
 
+    def sampled_graph_embeddings(self, subgraph: SampledSubgraph
+                                 ) -> Tensor:
+        """The structure encoder on a sampled neighbourhood
+        (:class:`~ricea_pyg.data.sampling.NeighborSampler`): ``[S, d]`` for
+        its seeds, in the order they were given. Only the entity rows of the
+        sample are read, so with ``sparse_grad`` only they get a gradient."""
+        if self.structure is None:
+            raise ValueError("this model has no 'graph' modality to sample "
+                             'for')
+        if self.structure_kind != 'gat':
+            raise ValueError("mini-batch (sampled) training supports "
+                             "structure_encoder='gat' only; the relational "
+                             'encoder trains on the full graph (set '
+                             'sampled=false)')
+        x = self.entity(subgraph.nodes)
+        return self.structure(x, subgraph.adjacency())[subgraph.seed_index]
+
     def modality_embeddings(self, inputs: PairInputs,
                             index: Optional[Tensor] = None,
-                            graph: Optional[Tensor] = None) -> Tensor:
+                            graph: Optional[Tensor] = None,
+                            graph_rows: bool = False) -> Tensor:
         """``[n, M, d]``: the graph encoder runs on the whole graph (or
-        :obj:`graph` is its precomputed output), the projections on the
-        asked rows only."""
+        :obj:`graph` is its precomputed output: for all rows, or with
+        :obj:`graph_rows` for the rows of :obj:`index` only), the projections
+        on the asked rows only."""
         projected = self.projection(inputs.features, index)
         xs = []
         for m in self.modalities:
             if m == 'graph':
                 g = self.graph_embeddings(inputs) if graph is None else graph
-                xs.append(g if index is None else g[index])
+                xs.append(g if index is None or graph_rows else g[index])
             else:
                 xs.append(projected[m])
         return torch.stack(xs, dim=1)
 
     def forward(self, inputs: PairInputs, index: Optional[Tensor] = None,
-                graph: Optional[Tensor] = None) -> ModelOutput:
-        x = self.modality_embeddings(inputs, index, graph)
+                graph: Optional[Tensor] = None,
+                graph_rows: bool = False) -> ModelOutput:
+        x = self.modality_embeddings(inputs, index, graph, graph_rows)
         mask = inputs.mask if index is None else inputs.mask[index]
         out = self.fusion.forward_full(x, mask)
         return ModelOutput(out.fused, x, mask, out.weights, out.uncertainty,
                            out.aux, out.query, out.key)
 
     @torch.no_grad()
-    def embed(self, inputs: PairInputs, batch_size: int = 8192
-              ) -> ModelOutput:
+    def embed(self, inputs: PairInputs, batch_size: int = 8192,
+              search_only: bool = False) -> ModelOutput:
         """All rows in eval mode, ``fused`` ℓ2-normalised and ``query`` /
         ``key`` as they are (for search, see :attr:`ModelOutput.embeddings`).
         The graph encoder runs once; projections and fusion run in chunks
-        of :obj:`batch_size` rows, which bounds memory. ``aux`` is left
-        empty."""
+        of :obj:`batch_size` rows written into preallocated outputs, which
+        bounds memory. ``aux`` is left empty; with :obj:`search_only` so are
+        ``x``, ``weights`` and ``uncertainty`` (None), which saves
+        ``[N, M, d]`` on large graphs."""
         was_training = self.training
         self.eval()
+        n = inputs.num_entities
+        keep = (('fused', 'mask', 'query', 'key') if search_only else
+                ('fused', 'x', 'mask', 'weights', 'uncertainty', 'query',
+                 'key'))
+        full = {}
         try:
             graph = self.graph_embeddings(inputs)
-            parts = []
-            for start in range(0, inputs.num_entities, batch_size):
-                idx = torch.arange(start, min(start + batch_size,
-                                              inputs.num_entities),
-                                   device=inputs.mask.device)
+            for start in range(0, n, batch_size):
+                end = min(start + batch_size, n)
+                idx = torch.arange(start, end, device=inputs.mask.device)
                 out = self(inputs, idx, graph)
-                parts.append(out._replace(aux=None))
+                for name in keep:
+                    part = getattr(out, name)
+                    if part is None:
+                        continue
+                    if name == 'fused':
+                        part = F.normalize(part, dim=-1)
+                    if name not in full:
+                        full[name] = part.new_empty((n,) + part.shape[1:])
+                    full[name][start:end] = part
         finally:
             self.train(was_training)
-
-        def cat(name):
-            first = getattr(parts[0], name)
-            return None if first is None else torch.cat(
-                [getattr(p, name) for p in parts])
-        return ModelOutput(F.normalize(cat('fused'), dim=-1), cat('x'),
-                           cat('mask'), cat('weights'), cat('uncertainty'),
-                           None, cat('query'), cat('key'))
+        return ModelOutput(full['fused'], full.get('x'), full['mask'],
+                           full.get('weights'), full.get('uncertainty'),
+                           None, full.get('query'), full.get('key'))
 
     def __repr__(self) -> str:
         extra = ('' if self.structure_kind == 'gat' else

@@ -47,6 +47,9 @@ HUNGARIAN_MAX_CELLS = 20_000 * 20_000
 #: Default number of candidates per entity for Sinkhorn (LightEA's 500).
 DEFAULT_CANDIDATES = 500
 
+#: Most candidate pairs per direction by default (k shrinks past 100k).
+CANDIDATE_BUDGET = 50_000_000
+
 
 class Assignment(NamedTuple):
     r"""Pairs chosen by :func:`one_to_one_assignment`.
@@ -503,7 +506,9 @@ def one_to_one_assignment(source_emb: Embeddings, target_emb: Embeddings,
         min_probability (float, optional): Least Sinkhorn probability of a
             returned pair (Sinkhorn only). (default: :obj:`None`)
         k (int, optional): Sinkhorn candidates per entity (default:
-            :math:`\min(500, N_s, N_t)`).
+            :math:`\min(500, N_s, N_t, 5 \cdot 10^7 / \max(N_s, N_t))`:
+            LightEA's 500, fewer from 100k entities so that the candidate
+            lists stay about a gigabyte).
         temperature (float): Sinkhorn temperature. (default: :obj:`0.02`)
         iterations (int): Sinkhorn rounds. (default: :obj:`15`)
         decode (str): ``'greedy'`` or ``'argmax'`` (Sinkhorn only, see
@@ -540,7 +545,9 @@ def one_to_one_assignment(source_emb: Embeddings, target_emb: Embeddings,
         pairs, scores = hungarian_assignment(sim, threshold)
         prob = None
     else:
-        k = min(DEFAULT_CANDIDATES, n_s, n_t) if k is None else k
+        if k is None:  # bounded memory: at most CANDIDATE_BUDGET pairs
+            k = max(1, min(DEFAULT_CANDIDATES, n_s, n_t,
+                           CANDIDATE_BUDGET // max(n_s, n_t)))
         index, cand = topk_candidates(source, target, k, csls_k, symmetric,
                                       kind, backend, normalize)
         prob_all = sparse_sinkhorn(index, cand, (n_s, n_t), temperature,

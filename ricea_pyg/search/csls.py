@@ -358,13 +358,21 @@ def true_ranks(source: Embeddings, target: Embeddings, truth: Tensor,
 def top1_both_directions(source: Embeddings, target: Embeddings,
                          csls_k: int = 0, backend: str = 'auto',
                          progress: Optional[bool] = None,
-                         normalize: Optional[bool] = None
-                         ) -> Tuple[Tensor, Tensor, Tensor]:
-    r"""Exact best match of every source among the targets and of every
-    target among the sources, by CSLS (cosine when ``csls_k = 0``); the
-    neighbourhood terms :math:`r_s`, :math:`r_t` are computed once for both
-    directions. :obj:`progress` and :obj:`normalize` as in
-    :func:`csls_search`.
+                         normalize: Optional[bool] = None,
+                         kind: str = 'flat', candidates: int = 10,
+                         **index_kwargs) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""Best match of every source among the targets and of every target
+    among the sources, by CSLS (cosine when ``csls_k = 0``).
+
+    With ``kind='flat'`` (and ``'auto'`` below 50k entities) it is exact:
+    :math:`r_s`, :math:`r_t` are computed once for both directions. Above,
+    ``'auto'`` (or ``'ivf'``/``'hnsw'``) runs one approximate search per
+    direction for the :obj:`candidates` nearest by cosine, takes
+    :math:`r_s`, :math:`r_t` from them and re-ranks them by CSLS, as
+    :func:`sparse_csls_search`: two searches instead of four, for graphs of
+    millions of entities. :obj:`progress` and :obj:`normalize` as in
+    :func:`csls_search`; :obj:`index_kwargs` go to
+    :class:`AlignmentIndex`.
 
     Returns:
         ``(scores [Q_s, 1], source_to_target [Q_s, 1],
@@ -372,6 +380,30 @@ def top1_both_directions(source: Embeddings, target: Embeddings,
     """
     qs, ks = query_key(source, normalize)
     qt, kt = query_key(target, normalize)
+    largest = max(qs.size(0), qt.size(0))
+    exact = kind == 'flat' or (kind == 'auto' and (
+        backend == 'torch' or largest < index_kwargs.get('auto_exact_below',
+                                                         50_000)))
+    if not exact:
+        if candidates < max(1, csls_k):
+            raise ValueError(f'candidates ({candidates}) must be >= csls_k '
+                             f'({csls_k})')
+
+        def search(base, queries):
+            return AlignmentIndex(kind, backend=backend, progress=progress,
+                                  **index_kwargs).add(base).search(
+                queries, candidates)
+        (s_cos, s_ids), (t_cos, t_ids) = search(kt, qs), search(ks, qt)
+        if csls_k > 0:
+            r_s = s_cos[:, :csls_k].mean(1)
+            r_t = t_cos[:, :csls_k].mean(1)
+            s_cos = 2 * s_cos - r_s.view(-1, 1) - r_t[s_ids.clamp_min(0)]
+            t_cos = 2 * t_cos - r_t.view(-1, 1) - r_s[t_ids.clamp_min(0)]
+            s_cos = s_cos.masked_fill(s_ids < 0, float('-inf'))
+            t_cos = t_cos.masked_fill(t_ids < 0, float('-inf'))
+        s_best, s_at = s_cos.max(1, keepdim=True)
+        t_at = t_cos.argmax(1, keepdim=True)
+        return s_best, s_ids.gather(1, s_at), t_ids.gather(1, t_at)
     if csls_k <= 0:
         s_score, s2t = AlignmentIndex('flat', backend=backend,
                                       progress=progress).add(kt).search(qs, 1)

@@ -5,9 +5,15 @@ from ricea_pyg.train.iterative import SelfTraining, persisting_pairs
 from ricea_pyg.train.log import RunLog
 from ricea_pyg.train.schedule import StagedSchedule
 from ricea_pyg.train.selection import ModelSelector
-from ricea_pyg.train.trainer import Trainer, build_model, evaluate_embeddings
+from ricea_pyg.train.trainer import (
+    Trainer,
+    build_model,
+    evaluate_embeddings,
+    resolve_config,
+)
 
 __all__ = ['TrainConfig', 'ConfigError', 'Trainer', 'build_model',
+           'resolve_config',
            'StagedSchedule', 'ModelSelector', 'SelfTraining',
            'persisting_pairs', 'RunLog', 'evaluate_embeddings', 'atomic_save',
            'load_checkpoint']

@@ -9,7 +9,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-__all__ = ['TrainConfig', 'ConfigError']
+__all__ = ['TrainConfig', 'ConfigError', 'SAMPLED_FROM', 'NARROW_FROM',
+           'FUSED_WIDTH_CAP']
+
+#: Entities per KG from which training samples neighbourhoods by default.
+SAMPLED_FROM = 100_000
+#: Entities per KG from which the default width narrows.
+NARROW_FROM = 300_000
+#: Widest fused embedding (modalities x channels) from NARROW_FROM on.
+FUSED_WIDTH_CAP = 384
 
 
 class ConfigError(ValueError):
@@ -25,7 +33,7 @@ class TrainConfig:
     """
     # model
     modalities: Optional[List[str]] = None  # None = all in the data
-    channels: int = 300
+    channels: Optional[int] = None  # None: 300, narrower on large graphs
     fusion: str = 'adc'
     fusion_kwargs: Dict[str, Any] = field(default_factory=dict)
     gat_layers: int = 2
@@ -44,6 +52,9 @@ class TrainConfig:
     # Dual-AMN's loss on the graph embedding, every entity of both KGs a
     # negative.
     hard_negative_weight: float = 0.0
+    # Sampled training: negatives per query from a FAISS index over the
+    # graph embeddings cached each epoch.
+    hard_negative_k: int = 16
     # optimisation
     epochs: int = 100
     batch_size: int = 3500
@@ -69,22 +80,71 @@ class TrainConfig:
     iter_min_margin: float = 0.0  # least best-minus-second-best score
     iter_lr_factor: float = 0.2
     iter_threshold: Optional[float] = None
+    # scale (docs/scale.md); None = chosen from the graph's size by
+    # resolve(), which the trainer applies
+    sampled: Optional[bool] = None  # mini-batches over sampled neighbourhoods
+    fanouts: List[int] = field(default_factory=lambda: [10, 5])  # per layer
+    eval_queries: Optional[int] = None  # 0 = every pair, exact
     # output
     checkpoint_every: int = 10
     progress: bool = True
+
+    def resolve(self, num_source: int, num_target: int,
+                num_modalities: int) -> TrainConfig:
+        """A copy with the size-dependent settings left at None made
+        concrete for a pair of :obj:`num_source` and :obj:`num_target`
+        entities and :obj:`num_modalities` modalities:
+
+        * ``sampled``: mini-batch training over sampled neighbourhoods from
+          :data:`SAMPLED_FROM` entities per KG (the larger KG); below it a
+          full-graph step is faster.
+        * ``channels``: 300; from :data:`NARROW_FROM` entities per KG, the
+          width that keeps the fused embedding at most
+          :data:`FUSED_WIDTH_CAP` (64 for 6 modalities).
+        * ``eval_queries``: 10,000 sampled queries with approximate search
+          when ``sampled``, else 0 (every pair, exact ranks).
+        """
+        n = max(num_source, num_target)
+        values = self.to_dict()
+        if values['sampled'] is None:
+            values['sampled'] = n >= SAMPLED_FROM
+        if values['channels'] is None:
+            values['channels'] = (300 if n < NARROW_FROM else max(
+                16, FUSED_WIDTH_CAP // max(num_modalities, 1)))
+        if values['eval_queries'] is None:
+            values['eval_queries'] = 10_000 if values['sampled'] else 0
+        return TrainConfig.from_dict(values)
 
     def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
-        positive = ['channels', 'epochs', 'batch_size', 'eval_every',
+        positive = ['epochs', 'batch_size', 'eval_every',
                     'iter_every', 'iter_add_every', 'iter_persist',
-                    'checkpoint_every',
+                    'checkpoint_every', 'hard_negative_k',
                     'gat_layers', 'gat_heads']
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f'{name} must be at least 1 (got '
                                   f'{getattr(self, name)!r})')
+        for name in ('channels', 'eval_queries'):
+            value = getattr(self, name)
+            low = 1 if name == 'channels' else 0
+            if value is not None and (isinstance(value, bool) or not
+                                      isinstance(value, int) or value < low):
+                raise ConfigError(f'{name} must be an integer >= {low} or '
+                                  f'unset for the size-based default (got '
+                                  f'{value!r})')
+        if self.sampled not in (None, True, False):
+            raise ConfigError(f'sampled must be true, false or unset (got '
+                              f'{self.sampled!r})')
+        fanouts = self.fanouts
+        if (not isinstance(fanouts, (list, tuple)) or not fanouts or any(
+                isinstance(f, bool) or not isinstance(f, int) or f < 1
+                for f in fanouts)):
+            raise ConfigError(f'fanouts must be a non-empty list of positive '
+                              f'integers, one per GAT layer (got '
+                              f'{fanouts!r}), e.g. [10, 5]')
         self._check_ranges()
         self._check_modalities()
         self._check_fusion_kwargs()

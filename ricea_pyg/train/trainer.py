@@ -12,13 +12,15 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
 from ricea_pyg.data.inputs import PairInputs
+from ricea_pyg.data.sampling import NeighborSampler
 from ricea_pyg.data.schema import ALIGN
 from ricea_pyg.io import atomic_save, atomic_write
-from ricea_pyg.loss import RICEALoss, dual_amn_loss
+from ricea_pyg.loss import RICEALoss, dual_amn_loss, hard_negative_ids
 from ricea_pyg.metrics import evaluate_embeddings as _evaluate_embeddings
 from ricea_pyg.models.ricea import RICEA, ModelOutput
 from ricea_pyg.train.checkpoint import (
@@ -27,7 +29,7 @@ from ricea_pyg.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from ricea_pyg.train.config import TrainConfig
+from ricea_pyg.train.config import ConfigError, TrainConfig
 from ricea_pyg.train.iterative import SelfTraining
 from ricea_pyg.train.log import RunLog
 from ricea_pyg.train.schedule import StagedSchedule
@@ -36,14 +38,33 @@ from ricea_pyg.train.selection import ModelSelector
 __all__ = ['Trainer', 'build_model', 'evaluate_embeddings']
 
 
+def resolve_config(inputs: PairInputs, config: TrainConfig) -> TrainConfig:
+    """:obj:`config` with its size-dependent settings made concrete for
+    :obj:`inputs` (:meth:`TrainConfig.resolve`), checked."""
+    config = config.resolve(inputs.num_source, inputs.num_target,
+                            len(inputs.modalities))
+    if config.sampled and 'graph' in inputs.modalities:
+        if len(config.fanouts) != config.gat_layers:
+            raise ConfigError(f'sampled training needs one fan-out per GAT '
+                              f'layer: fanouts={config.fanouts} but '
+                              f'gat_layers={config.gat_layers}')
+        if config.structure_encoder != 'gat':
+            raise ConfigError("sampled training supports structure_encoder="
+                              "'gat' only; set sampled=false for the "
+                              'relational encoder')
+    return config
+
+
 def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
     """The :class:`RICEA` model that :obj:`config` describes, sized for
-    :obj:`inputs`."""
+    :obj:`inputs` (size-dependent settings resolved for them)."""
+    config = resolve_config(inputs, config)
     return RICEA.from_inputs(
         inputs, channels=config.channels, fusion=config.fusion,
         fusion_kwargs=config.fusion_kwargs, gat_layers=config.gat_layers,
         gat_heads=config.gat_heads, gat_diag=config.gat_diag,
-        dropout=config.dropout, structure_encoder=config.structure_encoder)
+        dropout=config.dropout, structure_encoder=config.structure_encoder,
+        sparse_grad=bool(config.sampled))
 
 
 def evaluate_embeddings(*args, **kwargs) -> Dict[str, float]:
@@ -60,6 +81,19 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _quiet(_: str) -> None:
+    pass
+
+
+def _process_group():
+    """``(rank, world_size)`` of the default process group, or ``(0, 1)``
+    outside :mod:`torch.distributed`."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _halves(out: ModelOutput, b: int):
     """The source and target halves of a batch of ``2 b`` rows."""
     return [out.select(sl) for sl in (slice(0, b), slice(b, 2 * b))]
@@ -72,6 +106,16 @@ class Trainer:
     * AdamW with :class:`~ricea_pyg.train.schedule.StagedSchedule` (cosine
       after a linear warm-up) and gradient clipping; the graph encoder runs
       on the full graph every step.
+    * On large graphs (``sampled``, by default from
+      :data:`~ricea_pyg.train.config.SAMPLED_FROM` entities per KG) each
+      step encodes only the sampled neighbourhood of its pairs
+      (:class:`~ricea_pyg.data.sampling.NeighborSampler`, ``fanouts``), the
+      entity table gets sparse gradients and
+      :class:`~torch.optim.SparseAdam`, and validation uses
+      :func:`~ricea_pyg.metrics.approximate_alignment_metrics` on
+      ``eval_queries`` sampled pairs. An epoch costs
+      :math:`O(P \prod_h f_h)` for :math:`P` seed pairs, not
+      :math:`O(P N)`.
     * :class:`~ricea_pyg.train.selection.ModelSelector` selects on the
       validation pairs only (``select_metric``, CSLS as configured); the
       test pairs are evaluated once, at the end, with the selected model.
@@ -84,6 +128,13 @@ class Trainer:
       ``metrics.json``, TensorBoard events if it is installed.
       :meth:`fit` with ``resume=True`` continues from ``last.pt`` to the
       same numbers as an uninterrupted run.
+
+    * Under :mod:`torch.distributed` (``ricea train --nproc N`` or
+      ``torchrun``): every process holds the model, takes its share of each
+      batch's seed pairs, and the gradients are averaged across processes
+      (sparse ones as sparse tensors) before each identical optimiser step,
+      so the replicas never diverge. Every process evaluates (the results
+      are the same); only rank 0 logs and writes files.
 
     Args:
         data (HeteroData): A pair in the library's schema
@@ -101,14 +152,17 @@ class Trainer:
     def __init__(self, data: HeteroData, config: Optional[TrainConfig] = None,
                  out_dir: Optional[str] = None, device=None,
                  log: Optional[Callable[[str], None]] = None):
-        self.config = config = config or TrainConfig()
-        self.out_dir = out_dir
-        if out_dir:
+        config = config or TrainConfig()
+        self.rank, self.world_size = _process_group()
+        self.out_dir = out_dir  # read by every rank (resume), written by 0
+        if out_dir and self.rank == 0:
             os.makedirs(out_dir, exist_ok=True)
         self.device = torch.device(device or ('cuda' if
                                               torch.cuda.is_available()
                                               else 'cpu'))
         self.log = log or tqdm.write
+        if self.rank != 0:
+            self.log = _quiet
         split = data[ALIGN]
         self.train_pairs = split.train_index.clone()
         self.val_pairs, self.test_pairs = split.val_index, split.test_index
@@ -118,8 +172,17 @@ class Trainer:
         self.gold = dict(zip(gold[0].tolist(), gold[1].tolist()))
         self.inputs = PairInputs.from_data(data, config.modalities).to(
             self.device)
+        # Checkpoints keep the settings as asked (None = by size), so that
+        # resuming compares like with like; the run uses them resolved.
+        self.requested_config = config
+        self.config = config = resolve_config(self.inputs, config)
         _seed_everything(config.seed)
         self.model = build_model(self.inputs, config).to(self.device)
+        self.sampler = None
+        if config.sampled and self.model.entity is not None:
+            self.sampler = NeighborSampler(self.inputs.edge_index,
+                                           self.inputs.num_entities,
+                                           config.fanouts)
         self.criterion = RICEALoss(len(self.inputs.modalities), config.tau,
                                    config.alpha, config.lambda_tcp,
                                    config.uncertainty_weighting,
@@ -127,6 +190,12 @@ class Trainer:
                                        self.device)
         self.params = list(self.model.parameters()) + list(
             self.criterion.parameters())
+        self.sparse_optimizer = None
+        if self.sampler is not None:  # only the rows a batch touches move
+            table = self.model.entity.weight
+            self.params = [p for p in self.params if p is not table]
+            self.sparse_optimizer = torch.optim.SparseAdam([table],
+                                                           lr=config.lr)
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
@@ -134,7 +203,7 @@ class Trainer:
         self.selector = ModelSelector(config.select_metric, config.patience)
         self.self_training = (SelfTraining.from_config(config)
                               if config.iterative else None)
-        self.run_log = RunLog(out_dir)
+        self.run_log = RunLog(out_dir if self.rank == 0 else None)
         self.epoch = 0
 
     # -- schedule -------------------------------------------------------------
@@ -162,43 +231,149 @@ class Trainer:
             self.device)
         steps = math.ceil(rows.size(1) / c.batch_size)
         totals: Dict[str, float] = {}
+        self._negative_cache = None  # refreshed once per epoch
         for step in range(steps):
             # The rate at the middle of the step: neither the first step
             # (warm-up) nor the last (cosine) is wasted at 0, and a one-step
             # run still trains.
             lr = self.lr_at(self.epoch, (step + 0.5) / steps)
-            for group in self.optimizer.param_groups:
-                group['lr'] = lr
+            for opt in self._optimizers():
+                for group in opt.param_groups:
+                    group['lr'] = lr
             batch = rows[:, perm[step * c.batch_size:(step + 1) *
                                  c.batch_size]]
-            graph = self.model.graph_embeddings(self.inputs)
-            out = self.model(self.inputs, batch.reshape(-1), graph=graph)
-            loss, parts = self.criterion(*_halves(out, batch.size(1)))
-            if c.hard_negative_weight > 0 and graph is not None:
-                # Every entity of both KGs but the pair itself is a
-                # negative (Dual-AMN's choice; benchmarks/structure_only.py
-                # measured it ahead of the other KG alone).
-                pair_rows = batch.t()
-                hard = dual_amn_loss(graph[batch[0]], graph[batch[1]],
-                                     graph, graph, source_index=pair_rows,
-                                     target_index=pair_rows)
-                loss = loss + c.hard_negative_weight * hard
-                parts['hard_negative'] = float(hard.detach())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.clip > 0:
+            # This process's share of the batch (all of it on one process).
+            batch = batch[:, self.rank::self.world_size]
+            for opt in self._optimizers():
+                opt.zero_grad(set_to_none=True)
+            parts = {}
+            if batch.size(1) > 0:
+                if self.sampler is not None:
+                    loss, parts = self._sampled_step(batch)
+                else:
+                    loss, parts = self._full_step(batch)
+                loss.backward()
+                parts['loss'] = float(loss.detach())
+            if self.world_size > 1:
+                self._average_gradients()
+            if c.clip > 0:  # the dense parameters (not the sparse table)
                 torch.nn.utils.clip_grad_norm_(self.params, c.clip)
-            self.optimizer.step()
-            parts['loss'] = float(loss.detach())
+            for opt in self._optimizers():
+                opt.step()
             for k, v in parts.items():
                 totals[k] = totals.get(k, 0.0) + v / steps
         totals['lr'] = lr
         return totals
 
+    def _average_gradients(self) -> None:
+        """Mean of every gradient over the processes (a process with no
+        gradient for a parameter contributes zeros)."""
+        import torch.distributed as dist
+        table = None if self.model.entity is None else self.model.entity.weight
+        for p in self.model.parameters():
+            if p is table and self.sparse_optimizer is not None:
+                grad = p.grad
+                if grad is None:
+                    grad = torch.sparse_coo_tensor(
+                        torch.empty(1, 0, dtype=torch.long, device=p.device),
+                        p.new_empty(0, p.size(1)), p.shape)
+                grad = grad.coalesce()
+                if dist.get_backend() == 'nccl':  # no sparse all-reduce
+                    grad = grad.to_dense()
+                dist.all_reduce(grad)
+                p.grad = grad / self.world_size
+                continue
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.world_size
+        for p in self.criterion.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad /= self.world_size
+
+    def _optimizers(self):
+        return [o for o in (self.optimizer, self.sparse_optimizer)
+                if o is not None]
+
+    def _full_step(self, batch: Tensor):
+        """Loss of one batch with the graph encoder on the whole graph."""
+        graph = self.model.graph_embeddings(self.inputs)
+        out = self.model(self.inputs, batch.reshape(-1), graph=graph)
+        loss, parts = self.criterion(*_halves(out, batch.size(1)))
+        if self.config.hard_negative_weight > 0 and graph is not None:
+            # Every entity of both KGs but the pair itself is a negative
+            # (Dual-AMN's choice; benchmarks/structure_only.py measured it
+            # ahead of the other KG alone).
+            pair_rows = batch.t()
+            hard = dual_amn_loss(graph[batch[0]], graph[batch[1]], graph,
+                                 graph, source_index=pair_rows,
+                                 target_index=pair_rows)
+            loss = loss + self.config.hard_negative_weight * hard
+            parts['hard_negative'] = float(hard.detach())
+        return loss, parts
+
+    def _sampled_step(self, batch: Tensor):
+        """Loss of one batch with the graph encoder on the sampled
+        neighbourhood of its pairs (and of their hard negatives)."""
+        b = batch.size(1)
+        seeds = batch.reshape(-1)
+        negatives = None
+        if self.config.hard_negative_weight > 0:
+            negatives, missing = self._hard_negatives(batch)  # [2, B, K]
+            seeds = torch.cat([seeds, negatives.reshape(-1)])
+        sub = self.sampler.sample(seeds, self.generator)
+        graph = self.model.sampled_graph_embeddings(sub)
+        out = self.model(self.inputs, batch.reshape(-1), graph=graph[:2 * b],
+                         graph_rows=True)
+        loss, parts = self.criterion(*_halves(out, b))
+        if negatives is not None:
+            k = negatives.size(2)
+            table = graph[2 * b:]  # [2 B K, d]: target negatives, then source
+            ids = torch.arange(b * k, device=table.device).view(b, k)
+            hard = dual_amn_loss(graph[:b], graph[b:2 * b], table[b * k:],
+                                 table[:b * k],
+                                 source_negatives=ids.masked_fill(
+                                     missing[1], -1),
+                                 target_negatives=ids.masked_fill(
+                                     missing[0], -1))
+            loss = loss + self.config.hard_negative_weight * hard
+            parts['hard_negative'] = float(hard.detach())
+        return loss, parts
+
+    def _hard_negatives(self, batch: Tensor):
+        """``[2, B, K]`` rows: the K nearest target entities of each
+        source (then source entities of each target) by the graph embedding
+        cached at the start of the epoch, from exact FAISS l2 indexes; and
+        ``[2, B, K]`` True where fewer than K exist (the row is then a
+        placeholder)."""
+        from ricea_pyg.search.index import AlignmentIndex
+        n_s = self.inputs.num_source
+        if self._negative_cache is None:
+            was = self.model.training
+            self.model.eval()
+            with torch.no_grad():
+                g = self.model.graph_embeddings(self.inputs).detach()
+            self.model.train(was)
+            self._negative_cache = (g, [
+                AlignmentIndex('flat', metric='l2', progress=False).add(part)
+                for part in (g[n_s:], g[:n_s])])
+        g, (targets, sources) = self._negative_cache
+        k = self.config.hard_negative_k
+        to_t = hard_negative_ids(g[batch[0]], targets, k,
+                                 exclude=batch[1] - n_s)
+        to_s = hard_negative_ids(g[batch[1]], sources, k, exclude=batch[0])
+        missing = torch.stack([to_t < 0, to_s < 0])
+        rows = torch.stack([to_t + n_s, to_s]).clamp_min(0)
+        return rows, missing
+
     # -- evaluation ---------------------------------------------------------------
     @torch.no_grad()
     def embeddings(self):
-        out = self.model.embed(self.inputs)
+        # Large graphs: only what search needs, not [N, M, d] of parts.
+        out = self.model.embed(self.inputs, search_only=bool(
+            self.config.sampled))
         n_s = self.inputs.num_source
         emb = out.embeddings  # what the loss compares, so search does too
         return emb[:n_s], emb[n_s:], out
@@ -208,14 +383,17 @@ class Trainer:
                  one_to_one: bool = False) -> Dict[str, float]:
         """Metrics of the current model on ``'val'`` or ``'test'``
         (:obj:`embeddings`: a result of :meth:`embeddings` to reuse;
-        :obj:`one_to_one`: add one-to-one Hits@1)."""
+        :obj:`one_to_one`: add one-to-one Hits@1). With ``eval_queries``
+        > 0: approximate search on that many sampled pairs (seeded by
+        ``seed``), and no one-to-one Hits@1."""
         pairs = {'val': self.val_pairs, 'test': self.test_pairs}[split]
         src, tgt, _ = embeddings or self.embeddings()
         return _evaluate_embeddings(
             src, tgt, pairs.to(self.device),
             self.config.csls_k if csls_k is None else csls_k,
             candidates or self.config.candidates, one_to_one,
-            progress=None if self.config.progress else False)
+            progress=None if self.config.progress else False,
+            num_queries=self.config.eval_queries, seed=self.config.seed)
 
     # -- checkpoints --------------------------------------------------------------
     def _path(self, name: str) -> Optional[str]:
@@ -224,10 +402,12 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             'format_version': FORMAT_VERSION,
-            'config': self.config.to_dict(), 'epoch': self.epoch,
+            'config': self.requested_config.to_dict(), 'epoch': self.epoch,
             'model': self.model.state_dict(),
             'criterion': self.criterion.state_dict(),
             'optimizer': self.optimizer.state_dict(),
+            'sparse_optimizer': (None if self.sparse_optimizer is None else
+                                 self.sparse_optimizer.state_dict()),
             'generator': self.generator.get_state(), 'rng': rng_state(),
             'selector': self.selector.state_dict(),
             'self_training': (self.self_training.state_dict()
@@ -240,7 +420,7 @@ class Trainer:
         # Through TrainConfig, so that a field added since fills its default.
         saved = {k: v for k, v in TrainConfig.from_dict(
             state['config']).to_dict().items() if k != 'progress'}
-        now = {k: v for k, v in self.config.to_dict().items()
+        now = {k: v for k, v in self.requested_config.to_dict().items()
                if k != 'progress'}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -250,6 +430,8 @@ class Trainer:
         self.model.load_state_dict(state['model'])
         self.criterion.load_state_dict(state['criterion'])
         self.optimizer.load_state_dict(state['optimizer'])
+        if self.sparse_optimizer is not None:
+            self.sparse_optimizer.load_state_dict(state['sparse_optimizer'])
         self.generator.set_state(state['generator'])
         set_rng_state(state['rng'])
         self.epoch = state['epoch']
@@ -260,14 +442,14 @@ class Trainer:
         self.run_log.load_state_dict(state['log'])
 
     def _checkpoint(self) -> None:
-        if self.out_dir:
+        if self.out_dir and self.rank == 0:
             atomic_save(self.state_dict(), self._path('last.pt'))
 
     def _save_best(self, val: Dict[str, float]) -> None:
-        if self.out_dir:
+        if self.out_dir and self.rank == 0:
             atomic_save({'format_version': FORMAT_VERSION,
                          'model': self.selector.best_state,
-                         'config': self.config.to_dict(),
+                         'config': self.requested_config.to_dict(),
                          'modalities': self.inputs.modalities,
                          'epoch': self.epoch + 1, 'val': val},
                         self._path('best.pt'))
@@ -288,7 +470,8 @@ class Trainer:
             self.log(f'resumed from {self._path("last.pt")} at epoch '
                      f'{self.epoch}')
         bar = tqdm(total=self.total_epochs, initial=self.epoch,
-                   disable=not c.progress, desc='train', leave=False)
+                   disable=not c.progress or self.rank != 0, desc='train',
+                   leave=False)
         while self.epoch < self.total_epochs:
             stage = sched.stage(self.epoch)
             if self.selector.stopped[stage]:  # early-stopped: skip the rest
@@ -363,19 +546,22 @@ class Trainer:
             'train_pairs': self.train_pairs.size(1),
             'fit_time_s': fit_time, 'config': c.to_dict(),
         }
+        one = test.get('one_to_one_hits@1')
+        how = (f"approximate search on {test['approx_queries']} sampled "
+               'pairs, ' if 'approx_queries' in test else '')
         self.log(f"best epoch {self.best['epoch']}: val hits@1 "
                  f"{self.best['val'].get('hits@1', float('nan')):.4f}; test "
                  f"hits@1 {test['hits@1']:.4f} hits@10 {test['hits@10']:.4f} "
-                 f"mrr {test['mrr']:.4f}, one-to-one hits@1 "
-                 f"{test['one_to_one_hits@1']:.4f} (csls_k={c.csls_k}, "
-                 f"candidates={c.candidates})")
+                 f"mrr {test['mrr']:.4f}"
+                 + ('' if one is None else f', one-to-one hits@1 {one:.4f}')
+                 + f" ({how}csls_k={c.csls_k}, candidates={c.candidates})")
         self.run_log.close()
         return metrics
 
     def write_metrics(self, metrics: Dict, wall_time_s: float) -> None:
         """``out_dir/metrics.json`` with the total wall time added."""
         metrics['wall_time_s'] = wall_time_s
-        if self.out_dir:
+        if self.out_dir and self.rank == 0:
             atomic_write(self._path('metrics.json'),
                          lambda f: json.dump(metrics, f, indent=2),
                          binary=False)

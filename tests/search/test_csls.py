@@ -256,3 +256,23 @@ def test_rank_counts_on_an_empty_shard():
                                torch.full((3,), -1), reduce_true=reduce_true)
     assert higher.tolist() == [0, 0, 0] and ties.tolist() == [0, 0, 0]
     assert len(calls) == 1 and torch.isinf(calls[0]).all()
+
+
+def test_top1_both_directions_approximate_path_matches_exact():
+    from ricea_pyg.search.csls import top1_both_directions
+    gen = torch.Generator().manual_seed(0)
+    src = torch.nn.functional.normalize(torch.randn(400, 16, generator=gen),
+                                        dim=1)
+    tgt = torch.nn.functional.normalize(
+        src[torch.randperm(400, generator=gen)] +
+        0.2 * torch.randn(400, 16, generator=gen), dim=1)
+    for csls_k in (0, 3):
+        exact = top1_both_directions(src, tgt, csls_k)
+        # 'auto' with a low threshold takes the two-search path; with every
+        # entity a candidate it must agree with the exact one.
+        approx = top1_both_directions(src, tgt, csls_k, kind='auto',
+                                      candidates=400, auto_exact_below=100,
+                                      nlist=4, nprobe=4)
+        assert torch.equal(exact[1], approx[1])
+        assert torch.equal(exact[2], approx[2])
+        torch.testing.assert_close(exact[0], approx[0])

@@ -286,3 +286,31 @@ def test_sharded_search_and_ranks_equal_single_process(tmp_path, data):
             assert torch.equal(ids, ref_i)
             assert torch.allclose(scores, ref_s, atol=1e-6)
             assert torch.equal(ranks, ref_r)
+
+
+@pytest.mark.parametrize('csls_k', [0, 3])
+def test_approximate_metrics_equal_exact_when_deep_enough(csls_k):
+    from ricea_pyg.metrics import (
+        alignment_metrics,
+        approximate_alignment_metrics,
+    )
+    gen = torch.Generator().manual_seed(4)
+    src = torch.randn(120, 8, generator=gen)
+    tgt = src + 0.9 * torch.randn(120, 8, generator=gen)
+    pairs = torch.stack([torch.arange(60), torch.arange(60)])
+    cand = (torch.arange(100), torch.arange(100))
+    exact = alignment_metrics(src, tgt, pairs, csls_k, cand)
+    approx = approximate_alignment_metrics(src, tgt, pairs, 1000, csls_k,
+                                           cand, depth=100, kind='flat')
+    assert approx['approx_queries'] == 60
+    for key in ('hits@1', 'hits@10', 'mrr', 'r2l_hits@1', 'r2l_mrr'):
+        assert approx[key] == pytest.approx(exact[key], abs=1e-9), key
+    shallow = approximate_alignment_metrics(src, tgt, pairs, 1000, csls_k,
+                                            cand, depth=10, kind='flat')
+    assert shallow['hits@10'] == pytest.approx(exact['hits@10'])
+    assert shallow['mrr'] <= exact['mrr']  # unretrieved ranks count 0
+    sample = approximate_alignment_metrics(src, tgt, pairs, 20, csls_k,
+                                           cand, depth=100, kind='flat')
+    assert sample['approx_queries'] == 20
+    assert sample == approximate_alignment_metrics(
+        src, tgt, pairs, 20, csls_k, cand, depth=100, kind='flat')

@@ -239,8 +239,13 @@ ITERATIVE = ['--iterative', '--epochs', '3', '--iter-epochs', '27',
              '--iter-every', '1', '--iter-add-every', '2']
 
 
-@pytest.mark.parametrize('extra', [[], ITERATIVE],
-                         ids=['plain', 'iterative'])
+# Sampled mini-batches with FAISS hard negatives: the sampler's generator,
+# SparseAdam's state and the per-epoch negative cache must all resume.
+SAMPLED = ['--sampled', '--fanouts', '5,3', '--hard-negative-weight', '0.5']
+
+
+@pytest.mark.parametrize('extra', [[], ITERATIVE, SAMPLED],
+                         ids=['plain', 'iterative', 'sampled'])
 def test_resume_after_kill_matches_uninterrupted(tmp_path, extra):
     env = dict(os.environ, OMP_NUM_THREADS='1')
     full, killed = str(tmp_path / 'full'), str(tmp_path / 'killed')
@@ -252,7 +257,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, extra):
                             stderr=subprocess.DEVNULL)
     log = os.path.join(killed, 'log.csv')
     # Kill inside stage 2 of the iterative run, where pairs are pending.
-    lines = 8 if extra else 5
+    lines = 8 if extra is ITERATIVE else 5
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once enough epochs are logged
         if os.path.isfile(log) and sum(1 for _ in open(log)) > lines:
@@ -264,15 +269,70 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path, extra):
         'the run finished before it could be killed'
     state = torch.load(os.path.join(killed, 'last.pt'), weights_only=True)
     assert 0 < state['epoch'] < 30
-    if extra:  # killed in stage 2, after pairs were added
+    if extra is ITERATIVE:  # killed in stage 2, after pairs were added
         seeds = 450  # 30 % of the 1,500 synthetic pairs
         assert state['epoch'] > 3 and state['train_pairs'].size(1) > seeds
     subprocess.run(cmd + ['--out', killed, '--resume'], env=env,
                    check=True, capture_output=True)
     assert _metrics(killed) == _metrics(full)
-    if extra:
+    if extra is ITERATIVE:
         with open(os.path.join(full, 'log.csv')) as f:
             assert any(r['added'] for r in csv.DictReader(f))
+
+
+def test_sampled_training_updates_only_the_sampled_rows(data):
+    t = Trainer(data, small_config(sampled=True, fanouts=[1, 1],
+                                   hard_negative_weight=1.0,
+                                   hard_negative_k=2), log=quiet)
+    assert t.config.eval_queries == 10_000 and t.sampler is not None
+    assert t.model.entity.sparse and t.sparse_optimizer is not None
+    table = t.model.entity.weight
+    before = table.detach().clone()
+    batch = t.inputs.rows(t.train_pairs[:, :3])
+    t._negative_cache = None
+    loss, parts = t._sampled_step(batch)
+    assert math.isfinite(parts['hard_negative'])
+    loss.backward()
+    touched = table.grad.coalesce().indices()[0].unique()
+    # 3 pairs and 2 negatives per query on each side, 1 neighbour per hop.
+    assert 6 <= touched.numel() <= (6 + 12) * 3
+    t.sparse_optimizer.step()
+    moved = (table.detach() != before).any(1).nonzero().view(-1)
+    assert torch.equal(moved, touched)
+
+
+def test_sampled_and_full_training_reach_similar_accuracy():
+    data = synthetic_pair(1500, seed=2)
+    hits = {}
+    for sampled in (False, True):
+        t = Trainer(data, small_config(epochs=6, sampled=sampled,
+                                       batch_size=128, eval_queries=0),
+                    log=quiet)
+        hits[sampled] = t.fit()['test']['hits@1']
+    assert hits[True] > 0.8 and abs(hits[True] - hits[False]) < 0.05
+
+
+def test_sampling_needs_one_fanout_per_layer(data):
+    with pytest.raises(ConfigError, match='one fan-out per GAT layer'):
+        Trainer(data, small_config(sampled=True, fanouts=[5]), log=quiet)
+    with pytest.raises(ConfigError, match="structure_encoder='gat' only"):
+        Trainer(data, small_config(sampled=True,
+                                   structure_encoder='relational'), log=quiet)
+
+
+def test_size_based_defaults():
+    c = TrainConfig()
+    small = c.resolve(15_000, 15_000, 6)
+    assert (small.sampled, small.channels, small.eval_queries) == (
+        False, 300, 0)
+    mid = c.resolve(100_000, 99_000, 6)
+    assert (mid.sampled, mid.channels, mid.eval_queries) == (True, 300,
+                                                             10_000)
+    big = c.resolve(1_000_000, 1_000_000, 6)
+    assert (big.sampled, big.channels) == (True, 64)
+    # Set values win over the size.
+    assert TrainConfig(channels=32, sampled=False).resolve(
+        10**6, 10**6, 6).channels == 32
 
 
 def test_relational_encoder_with_hard_negatives_trains(data):

@@ -42,6 +42,7 @@ from ricea_pyg.datasets.registry import (
 )
 from ricea_pyg.io import atomic_write
 from ricea_pyg.metrics import CANDIDATE_PROTOCOLS
+from ricea_pyg.search.index import SCALE_NPROBE
 from ricea_pyg.train.checkpoint import load_checkpoint
 from ricea_pyg.train.config import ConfigError, TrainConfig
 
@@ -252,7 +253,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f.name, default=None,
                            help='neighbours per hop for sampled training, '
                            'comma-separated, e.g. 10,5')
-        elif f.name in ('channels', 'eval_queries'):  # default: by size
+        elif f.name in ('channels', 'batch_size', 'eval_queries'):  # by size
             g.add_argument(flag, dest=f.name, type=int, default=None)
         elif kind is bool or f.name == 'sampled':
             g.add_argument(flag, dest=f.name, default=None,
@@ -402,11 +403,12 @@ def _prepare_run(args, config: TrainConfig):
     return spec, data, lock
 
 
-def _fit(data, config: TrainConfig, out: Optional[str], resume: bool,
-         start: float, device=None) -> Dict:
+def _fit(holder: List, config: TrainConfig, out: Optional[str],
+         resume: bool, start: float, device=None) -> Dict:
+    """Trains on the data in :obj:`holder` (a one-item list, emptied so
+    that nothing keeps the dataset alive beside the trainer's copy)."""
     from ricea_pyg.train import Trainer
-    trainer = Trainer(data, config, out_dir=out, device=device)
-    del data  # the trainer keeps its own copy of the features
+    trainer = Trainer(holder.pop(), config, out_dir=out, device=device)
     metrics = trainer.fit(resume=resume)
     trainer.write_metrics(metrics, time.perf_counter() - start)
     return metrics
@@ -429,8 +431,8 @@ def _train_worker(rank: int, world: int, init_method: str, spec: Dict,
     dist.init_process_group(backend, init_method=init_method, rank=rank,
                             world_size=world)
     try:
-        data, _ = open_dataset(spec)
-        metrics = _fit(data, config, out, resume, start, _device_of(rank))
+        metrics = _fit([open_dataset(spec)[0]], config, out, resume, start,
+                       _device_of(rank))
         if rank == 0:
             results.put(metrics)
     finally:
@@ -485,22 +487,28 @@ def cmd_train(args) -> Dict:
             if shared[1] is not None:
                 dist.destroy_process_group()
                 raise CLIError(shared[1])
-            if data is None:
-                data, _ = open_dataset(shared[0])
+            holder = [data if data is not None else
+                      open_dataset(shared[0])[0]]
+            del data
             try:
-                metrics = _fit(data, config, args.out, args.resume, start,
+                metrics = _fit(holder, config, args.out, args.resume, start,
                                _device_of(rank))
             finally:
                 dist.destroy_process_group()
             if rank != 0:
                 return metrics
         else:
-            spec, data, lock = _prepare_run(args, config)
+            prepared = list(_prepare_run(args, config))
+            spec, lock = prepared[0], prepared[2]
+            data = prepared.pop(1)
+            del prepared
             if nproc > 1:
                 del data  # each process opens it
                 metrics = _spawn_training(args, spec, config, start)
             else:
-                metrics = _fit(data, config, args.out, args.resume, start)
+                holder = [data]
+                del data  # handed over, not held here: the trainer copies it
+                metrics = _fit(holder, config, args.out, args.resume, start)
     finally:
         if lock is not None:
             lock.close()
@@ -604,7 +612,8 @@ def cmd_align(args) -> str:
         # Exact below 50k entities, FAISS IVF above.
         scores, top, back = top1_both_directions(emb[:n_s][s_ids],
                                                  emb[n_s:][t_ids], csls,
-                                                 kind='auto')
+                                                 kind='auto',
+                                                 nprobe=SCALE_NPROBE)
         header = ['source', 'target', 'score', 'mutual']
         rows = [(int(i), int(t_ids[j]), float(scores[r, 0]),
                  int(int(back[j, 0]) == r))
@@ -629,7 +638,8 @@ def _one_to_one_rows(source, target, s_ids, t_ids, csls_k: int,
     one-to-one assignment among the unaligned entities."""
     from ricea_pyg.search import one_to_one_assignment
     result = one_to_one_assignment(source, target, s_ids, t_ids,
-                                   csls_k=csls_k, threshold=threshold)
+                                   csls_k=csls_k, threshold=threshold,
+                                   nprobe=SCALE_NPROBE)
     prob = result.probability
     rows = [(int(i), int(j), float(result.scores[k]),
              '' if prob is None else f'{float(prob[k]):.6f}')

@@ -13,7 +13,7 @@ from ricea_pyg.search.assignment import (
 )
 from ricea_pyg.search.csls import true_ranks
 from ricea_pyg.search.embedding import Embeddings, query_key
-from ricea_pyg.search.index import AlignmentIndex
+from ricea_pyg.search.index import SCALE_NPROBE, AlignmentIndex
 
 __all__ = ['alignment_metrics', 'evaluate_embeddings', 'rank_metrics',
            'approximate_alignment_metrics', 'auroc',
@@ -122,7 +122,7 @@ def approximate_alignment_metrics(source_emb: Embeddings,
                                   target_emb: Embeddings, pairs: Tensor,
                                   num_queries: int = 10_000, csls_k: int = 0,
                                   candidates: Optional[Tuple[Tensor, Tensor]]
-                                  = None, depth: int = 50, seed: int = 0,
+                                  = None, depth: int = 20, seed: int = 0,
                                   kind: str = 'auto',
                                   normalize: Optional[bool] = None,
                                   **index_kwargs) -> Dict[str, float]:
@@ -148,12 +148,14 @@ def approximate_alignment_metrics(source_emb: Embeddings,
         candidates (tuple, optional): ``(source_ids, target_ids)`` as in
             :func:`alignment_metrics`; the neighbourhoods of CSLS are taken
             over them. (default: every row)
-        depth (int): Candidates retrieved per query. (default: :obj:`50`)
+        depth (int): Candidates retrieved per query. (default: :obj:`20`)
         seed (int): Seed of the sample. (default: :obj:`0`)
         kind (str): Index kind. (default: ``'auto'``)
         normalize (bool, optional): As in :func:`alignment_metrics`.
         index_kwargs: Passed to :class:`~ricea_pyg.search.AlignmentIndex`
-            (``nlist``, ``nprobe``, ``backend``, ``progress``).
+            (``nlist``, ``nprobe`` (default:
+            :data:`~ricea_pyg.search.index.SCALE_NPROBE`), ``backend``,
+            ``progress``).
 
     Returns:
         The keys of :func:`alignment_metrics` but ``mr``, plus
@@ -175,6 +177,7 @@ def approximate_alignment_metrics(source_emb: Embeddings,
     else:
         s_cand, t_cand = candidates
     kwargs = dict(index_kwargs, kind=kind)
+    kwargs.setdefault('nprobe', SCALE_NPROBE)
     out: Dict[str, float] = {}
     for prefix, (qq, qk, cq, ck, q_ids, t_ids, cand, q_cand) in {
             '': (sq, sk, tq, tk, sample[0], sample[1], t_cand, s_cand),

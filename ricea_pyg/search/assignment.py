@@ -471,7 +471,8 @@ def one_to_one_assignment(source_emb: Embeddings, target_emb: Embeddings,
                           temperature: float = 0.02, iterations: int = 15,
                           decode: str = 'greedy', symmetric: bool = True,
                           kind: str = 'auto', backend: str = 'auto',
-                          normalize: Optional[bool] = None) -> Assignment:
+                          normalize: Optional[bool] = None,
+                          **index_kwargs) -> Assignment:
     r"""One-to-one alignment of a block of sources and targets, for export.
 
     * ``'hungarian'``: :func:`hungarian_assignment` on the dense
@@ -518,6 +519,8 @@ def one_to_one_assignment(source_emb: Embeddings, target_emb: Embeddings,
             (default: ``'auto'``)
         backend (str): :class:`AlignmentIndex` backend. (default:
             ``'auto'``)
+        index_kwargs: Passed to :class:`AlignmentIndex` for the candidates
+            (``nlist``, ``nprobe``, ...).
         normalize (bool, optional): Whether to ℓ2-normalise tensor inputs
             (False: use them raw as query and key). A
             :class:`~ricea_pyg.search.QueryKey` is always used raw, and
@@ -549,7 +552,8 @@ def one_to_one_assignment(source_emb: Embeddings, target_emb: Embeddings,
             k = max(1, min(DEFAULT_CANDIDATES, n_s, n_t,
                            CANDIDATE_BUDGET // max(n_s, n_t)))
         index, cand = topk_candidates(source, target, k, csls_k, symmetric,
-                                      kind, backend, normalize)
+                                      kind, backend, normalize,
+                                      **index_kwargs)
         prob_all = sparse_sinkhorn(index, cand, (n_s, n_t), temperature,
                                    iterations)
         keep = torch.ones_like(cand, dtype=torch.bool)

@@ -33,6 +33,14 @@ PROGRESS_WORK = 1e11
 SCORE_CHUNK_BYTES = 2**29
 
 
+#: IVF lists probed by the large-graph paths (``ricea align``, sampled
+#: evaluation): per-query work then grows as :math:`\sqrt{N}` (``nlist``
+#: is :math:`4\sqrt{N}`), not as :math:`N` with the default ``nlist / 32``.
+#: On trained embeddings (a 300k synthetic pair) Hits@1 equalled exact
+#: search; isotropic vectors need more (the default).
+SCALE_NPROBE = 16
+
+
 def query_chunk_rows(batch_size: int, num_base: int,
                      element_size: int = 4,
                      max_bytes: Optional[int] = None) -> int:

@@ -6,9 +6,9 @@ from ricea_pyg.train import ConfigError, TrainConfig
 
 
 def test_defaults_follow_method_md():
-    c = TrainConfig()
-    assert (c.lr, c.weight_decay, c.warmup, c.clip, c.batch_size, c.tau) == (
-        5e-4, 1e-4, 0.15, 1.0, 3500, 0.1)
+    c = TrainConfig().resolve(15_000, 15_000, 6)  # DBP15K's size
+    assert (c.lr, c.weight_decay, c.warmup, c.clip, c.batch_size, c.tau,
+            c.channels) == (5e-4, 1e-4, 0.15, 1.0, 3500, 0.1, 300)
     assert c.candidates == 'test' and c.csls_k == 3
 
 

@@ -326,8 +326,9 @@ def test_size_based_defaults():
     assert (small.sampled, small.channels, small.eval_queries) == (
         False, 300, 0)
     mid = c.resolve(100_000, 99_000, 6)
-    assert (mid.sampled, mid.channels, mid.eval_queries) == (True, 300,
-                                                             10_000)
+    assert (mid.sampled, mid.channels, mid.eval_queries, mid.batch_size) == (
+        True, 300, 10_000, 1024)
+    assert small.batch_size == 3500
     big = c.resolve(1_000_000, 1_000_000, 6)
     assert (big.sampled, big.channels) == (True, 64)
     # Set values win over the size.

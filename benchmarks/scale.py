@@ -229,11 +229,15 @@ def commands(n: int, epochs: int, out: str, threads: int) -> Dict:
              '--overwrite'] + (['--threads', str(threads)] if threads
                                else [])
     align = ['align', os.path.join(out, 'best.pt'), '--output',
-             os.path.join(out, 'pairs.tsv'), '--one-to-one']
+             os.path.join(out, 'pairs.tsv')]
+    one = ['align', os.path.join(out, 'best.pt'), '--output',
+           os.path.join(out, 'pairs_1to1.tsv'), '--one-to-one']
     base = [sys.executable, '-m', 'ricea_pyg.cli']
     return dict(train=base + train, align=base + align,
+                one_to_one=base + one,
                 shown=['ricea ' + shlex.join(train),
-                       'ricea ' + shlex.join(align)])
+                       'ricea ' + shlex.join(align),
+                       'ricea ' + shlex.join(one)])
 
 
 def measure(n: int, args, run_id: str) -> Dict:
@@ -279,39 +283,49 @@ def measure(n: int, args, run_id: str) -> Dict:
           f'{show(m.get("epoch_time_s"), 2)} s, peak '
           f'{row["train_peak_rss_gib"]:.2f} GiB; {cmds["shown"][1]}',
           flush=True)
-    align = run_child(cmds['align'], os.path.join(out, 'align.log'),
-                      args.timeout, env)
-    row.update(align_wall_s=align['wall_s'],
-               align_peak_rss_gib=gib(align['peak_rss_kib']))
-    pairs = os.path.join(out, 'pairs.tsv')
-    if align['rc'] != 0 or not os.path.isfile(pairs):
-        row['status'] = ('align timed out' if align['timed_out'] else
-                         f'align failed (rc {align["rc"]})')
-        row['error'] = (f'killed after {args.timeout:g} s (--timeout)'
-                        if align['timed_out'] else
-                        tail(os.path.join(out, 'align.log')))
-        return row
-    row['align_output'] = tail(os.path.join(out, 'align.log'), 1)
-    row['status'] = 'ok'
     with open(os.path.join(out, 'run.json')) as f:
         spec = {k: v for k, v in json.load(f)['data'].items()
                 if k != 'files'}
-    score_log = os.path.join(out, 'score.log')
-    score = run_child([sys.executable, os.path.abspath(__file__),
-                       '--score-pairs', pairs, '--spec', json.dumps(spec)],
-                      score_log, args.timeout, env)
-    row.update(score_wall_s=score['wall_s'],
-               score_peak_rss_gib=gib(score['peak_rss_kib']))
-    result = None
-    if score['rc'] == 0:
-        for line in reversed(tail(score_log, 3).splitlines()):
-            if line.startswith('{'):
-                result = json.loads(line)
-                break
-    if result is None:
-        row['score_error'] = tail(score_log)
-    else:
-        row.update(result)
+    # The user's command (top-1 by CSLS, both directions), then the global
+    # one-to-one assignment over FAISS candidates (up to --one-to-one-max).
+    modes = [('', 'align', 'pairs.tsv')]
+    if args.one_to_one_max is None or n <= args.one_to_one_max:
+        modes.append(('1to1_', 'one_to_one', 'pairs_1to1.tsv'))
+    for prefix, cmd, name in modes:
+        log = os.path.join(out, f'{prefix}align.log')
+        align = run_child(cmds[cmd], log, args.timeout, env)
+        row.update({f'align_{prefix}wall_s': align['wall_s'],
+                    f'align_{prefix}peak_rss_gib': gib(
+                        align['peak_rss_kib'])})
+        pairs = os.path.join(out, name)
+        if align['rc'] != 0 or not os.path.isfile(pairs):
+            row['status'] = (f'align {prefix}timed out' if align['timed_out']
+                             else f'align {prefix}failed (rc {align["rc"]})')
+            row['error'] = (f'killed after {args.timeout:g} s (--timeout)'
+                            if align['timed_out'] else tail(log))
+            return row
+        row[f'align_{prefix}output'] = tail(log, 1)
+        score_log = os.path.join(out, f'{prefix}score.log')
+        score = run_child([sys.executable, os.path.abspath(__file__),
+                           '--score-pairs', pairs, '--spec',
+                           json.dumps(spec)], score_log, args.timeout, env)
+        result = None
+        if score['rc'] == 0:
+            for line in reversed(tail(score_log, 3).splitlines()):
+                if line.startswith('{'):
+                    result = json.loads(line)
+                    break
+        if result is None:
+            row[f'{prefix}score_error'] = tail(score_log)
+        else:
+            row.update({(k if not prefix else k.replace('pairs_',
+                                                        'pairs_' + prefix)):
+                        v for k, v in result.items()})
+        print(f'[{short_size(n)}] {prefix or "top-1 "}align: '
+              f'{align["wall_s"]:.0f} s', flush=True)
+    row['status'] = 'ok'
+    if row.get('train_wall_s') and row.get('align_wall_s'):
+        row['end_to_end_s'] = row['train_wall_s'] + row['align_wall_s']
     return row
 
 
@@ -398,9 +412,11 @@ def render_block(rows, results_name: str, plot_rel: Optional[str],
         'descendants it waited for): `ricea train --dataset synthetic '
         '--entities N --epochs E --no-progress` (a DBP1M-like synthetic '
         'pair: power-law degrees, many relation types; 30 % train, 10 % '
-        'validation, 60 % test pairs) and `ricea align best.pt '
-        '--one-to-one` (a global one-to-one assignment among the unaligned '
-        'entities, exported as TSV). Epoch time is the median of '
+        'validation, 60 % test pairs), `ricea align best.pt` (each '
+        'unaligned source\'s best target by CSLS; "end to end" is train '
+        'plus this) and `ricea align best.pt --one-to-one` (a global '
+        'one-to-one assignment among the unaligned entities by sparse '
+        'Sinkhorn over FAISS candidates). Epoch time is the median of '
         '`metrics.json`; "s / epoch / 1k" divides it by the thousands of '
         'seed (training) pairs. Wall times are of the whole command: '
         'start-up, generating the pair and (train) the final test '
@@ -416,18 +432,22 @@ def render_block(rows, results_name: str, plot_rel: Optional[str],
         return '\n'.join(lines)
     lines += ['| N per KG | epochs | width, sampled | train pairs | epoch s | '
               's / epoch / 1k | train wall s | train peak GiB | align wall s '
-              '| align peak GiB | val Hits@1 / MRR | test Hits@1 | '
-              '1-to-1 P / R (test) | run |',
-              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|']
+              '| align peak GiB | end to end min | val Hits@1 / MRR | '
+              'test Hits@1 | top-1 P (test) | 1-to-1 align s | 1-to-1 P / R '
+              '(test) | run |',
+              '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+              '---|---|']
     for r in rows:
         ok = r.get('status') == 'ok'
         star = '*' if r.get('val_approximate') else ''
         val = (f'{show(_get(r, "val", "hits@1"))} / '
                f'{show(_get(r, "val", "mrr"))}{star}'
                if _get(r, 'val', 'hits@1') is not None else '—')
-        p, rec = _get(r, 'pairs_test', 'precision'), _get(r, 'pairs_test',
-                                                            'recall')
+        top1 = show(_get(r, 'pairs_test', 'precision'))
+        p = _get(r, 'pairs_1to1_test', 'precision')
+        rec = _get(r, 'pairs_1to1_test', 'recall')
         pr = f'{show(p)} / {show(rec)}' if p is not None else '—'
+        e2e = r.get('end_to_end_s')
         status = '' if ok else f' **{r.get("status", "?")}**'
         lines.append(
             f'| {short_size(r["entities"])}{status} | {r["epochs"]} | '
@@ -437,8 +457,10 @@ def render_block(rows, results_name: str, plot_rel: Optional[str],
             f'{show(r.get("train_wall_s"), 0)} | '
             f'{show(r.get("train_peak_rss_gib"), 2)} | '
             f'{show(r.get("align_wall_s"), 0)} | '
-            f'{show(r.get("align_peak_rss_gib"), 2)} | {val} | '
-            f'{show(_get(r, "test", "hits@1"))} | {pr} | '
+            f'{show(r.get("align_peak_rss_gib"), 2)} | '
+            f'{show(None if e2e is None else e2e / 60, 1)} | {val} | '
+            f'{show(_get(r, "test", "hits@1"))} | {top1} | '
+            f'{show(r.get("align_1to1_wall_s"), 0)} | {pr} | '
             f'{r.get("run_id", "—")} |')
     lines.append('')
     failed = [r for r in rows if r.get('status') != 'ok']
@@ -502,7 +524,8 @@ def plot(rows, path) -> Optional[str]:
             ax.plot(*zip(*pts), marker=marker, label=label)
 
     series(ax_t, 'epoch_time_s', 'median epoch time (train)', 'o')
-    series(ax_t, 'align_wall_s', 'ricea align --one-to-one (wall)', 's')
+    series(ax_t, 'align_wall_s', 'ricea align (wall)', 's')
+    series(ax_t, 'align_1to1_wall_s', 'ricea align --one-to-one (wall)', '^')
     series(ax_m, 'train_peak_rss_gib', 'ricea train', 'o')
     series(ax_m, 'align_peak_rss_gib', 'ricea align', 's')
     ax_t.set_ylabel('seconds')
@@ -571,6 +594,9 @@ def main(argv=None):
                    "the library's choice)")
     p.add_argument('--timeout', type=float, default=None,
                    help='seconds per child (train, align, scoring)')
+    p.add_argument('--one-to-one-max', type=parse_size, default=None,
+                   help='run align --one-to-one only up to this size '
+                   '(default: every size)')
     p.add_argument('--force', action='store_true',
                    help='rerun sizes already in the results')
     p.add_argument('--keep-going', action='store_true',
@@ -638,7 +664,8 @@ def main(argv=None):
 
 def summary(row: Dict) -> Dict:
     keys = ('epoch_time_s', 'epoch_time_per_1k_pairs_s', 'train_wall_s',
-            'train_peak_rss_gib', 'align_wall_s', 'align_peak_rss_gib')
+            'train_peak_rss_gib', 'align_wall_s', 'align_peak_rss_gib',
+            'end_to_end_s', 'align_1to1_wall_s')
     out = {k: round(row[k], 3) for k in keys if row.get(k) is not None}
     out['val'] = row.get('val')
     out['test_hits@1'] = _get(row, 'test', 'hits@1')

@@ -79,7 +79,9 @@ def test_render_rows(scale):
              align_peak_rss_gib=3.0, val={'hits@1': 0.5, 'mrr': 0.6,
                                           'approx_queries': 10_000},
              val_approximate=True, test={'hits@1': 0.49},
-             pairs_test={'precision': 0.7, 'recall': 0.6},
+             pairs_test={'precision': 0.8, 'recall': 0.8},
+             pairs_1to1_test={'precision': 0.7, 'recall': 0.6},
+             end_to_end_s=150.0,
              config={'channels': 300, 'sampled': True},
              machine={'text': '2 cores'}, commit='abc', date='2026-01-01',
              commands=['ricea train ...', 'ricea align ...']),
@@ -90,6 +92,7 @@ def test_render_rows(scale):
     block = scale.render_block(rows, 'x.jsonl', '_static/scale.png')
     assert '| 100k | 3 | 300, yes | 30000 | 12.00 | 0.400 |' in block
     assert '0.500 / 0.600*' in block and '0.700 / 0.600' in block
+    assert '| 2.5 | 0.500 / 0.600* | 0.490 | 0.800 |' in block
     assert '1.5M **train failed (rc 137)**' in block
     assert '**0.50**' in block and 'at most linear' in block
     assert '![scale](_static/scale.png)' in block

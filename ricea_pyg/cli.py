@@ -637,10 +637,12 @@ def cmd_align(args) -> str:
                                         csls, args.threshold)
     else:
         # Exact below 50k entities, FAISS IVF above.
+        # embed() gives unit-norm rows: normalize=False spares a copy.
         scores, top, back = top1_both_directions(emb[:n_s][s_ids],
                                                  emb[n_s:][t_ids], csls,
                                                  kind='auto',
-                                                 nprobe=SCALE_NPROBE)
+                                                 nprobe=SCALE_NPROBE,
+                                                 normalize=False)
         header = ['source', 'target', 'score', 'mutual']
         # j < 0: an approximate index found no target for this source.
         rows = [(int(i), int(t_ids[j]), float(scores[r, 0]),
@@ -671,7 +673,7 @@ def _one_to_one_rows(source, target, s_ids, t_ids, csls_k: int,
     from ricea_pyg.search import one_to_one_assignment
     result = one_to_one_assignment(source, target, s_ids, t_ids,
                                    csls_k=csls_k, threshold=threshold,
-                                   nprobe=SCALE_NPROBE)
+                                   normalize=False, nprobe=SCALE_NPROBE)
     prob = result.probability
     rows = [(int(i), int(j), float(result.scores[k]),
              '' if prob is None else f'{float(prob[k]):.6f}')

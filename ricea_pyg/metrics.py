@@ -96,22 +96,27 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
 
 
 def _approximate_direction(q_query: Tensor, c_key: Tensor, c_query: Tensor,
-                           q_key: Tensor, truth: Tensor, csls_k: int,
-                           depth: int, index_kwargs) -> Tensor:
+                           cand: Tensor, q_key: Tensor, q_cand: Tensor,
+                           truth: Tensor, csls_k: int, depth: int,
+                           index_kwargs) -> Tensor:
     """1-based ranks of :obj:`truth` among the :obj:`depth` best candidates
-    of each query (``depth + 1`` where it is not among them)."""
-    def index(x):
-        return AlignmentIndex(**index_kwargs).add(x)
+    (rows :obj:`cand` of :obj:`c_key`) of each query (``depth + 1`` where it
+    is not among them). Candidate rows are gathered one table at a time and
+    dropped once indexed: at a million entities each is a gigabyte."""
+    def search(base: Tensor, queries: Tensor, k: int):
+        index = AlignmentIndex(**index_kwargs).add(base)
+        del base
+        return index.search(queries, k)
 
     def mean_found(s: Tensor) -> Tensor:  # an IVF may return < k slots
         ok = torch.isfinite(s)
         return s.masked_fill(~ok, 0).sum(1) / ok.sum(1).clamp_min(1)
-    scores, ids = index(c_key).search(q_query, depth)
+    scores, ids = search(c_key[cand], q_query, depth)
     if csls_k > 0:  # r_t for the retrieved candidates only
         r_s = mean_found(scores[:, :csls_k]).view(-1, 1)
         found = ids[ids >= 0].unique()
-        back, _ = index(q_key).search(c_query[found], csls_k)
-        r_t = scores.new_zeros(c_key.size(0))
+        back, _ = search(q_key[q_cand], c_query[cand[found]], csls_k)
+        r_t = scores.new_zeros(cand.numel())
         r_t[found] = mean_found(back)
         scores = torch.where(ids >= 0, 2 * scores - r_s - r_t[
             ids.clamp_min(0)], scores)
@@ -196,8 +201,8 @@ def approximate_alignment_metrics(source_emb: Embeddings,
         truth = pos[t_ids]
         if (truth < 0).any():
             raise ValueError('a gold counterpart is not among the candidates')
-        ranks = _approximate_direction(qq[q_ids], ck[cand], cq[cand],
-                                       qk[q_cand.unique()], truth, csls_k,
+        ranks = _approximate_direction(qq[q_ids], ck, cq, cand, qk,
+                                       q_cand.unique(), truth, csls_k,
                                        depth, kwargs).double()
         ranks = ranks.cpu()
         found = ranks <= depth

@@ -415,7 +415,9 @@ class Trainer:
             self.config.csls_k if csls_k is None else csls_k,
             candidates or self.config.candidates, one_to_one,
             progress=None if self.config.progress else False,
-            num_queries=self.config.eval_queries, seed=self.config.seed)
+            num_queries=self.config.eval_queries, seed=self.config.seed,
+            # embed() returns them unit-norm: no second copy on big graphs.
+            normalize=False if self.config.eval_queries else None)
 
     # -- checkpoints --------------------------------------------------------------
     def _path(self, name: str) -> Optional[str]:

@@ -46,6 +46,9 @@ from ricea_pyg.search.index import SCALE_NPROBE
 from ricea_pyg.train.checkpoint import load_checkpoint
 from ricea_pyg.train.config import ConfigError, TrainConfig
 
+#: Settings that None leaves to the graph's size (TrainConfig.resolve).
+SIZED = ('channels', 'batch_size', 'sampled', 'eval_queries')
+
 RUN_FILE = 'run.json'
 
 
@@ -343,7 +346,11 @@ def _check_out(args, config: TrainConfig) -> tuple:
         was = {k: v for k, v in TrainConfig.from_dict(
             state.get('config', {}), source=last).to_dict().items()
                if k != 'progress'}
-        now = {k: v for k, v in config.to_dict().items() if k != 'progress'}
+        # Settings left to the graph's size (None) are compared, resolved,
+        # by the trainer once the data is open.
+        now = {k: v for k, v in config.to_dict().items()
+               if k != 'progress' and not (v is None and k in SIZED)}
+        was = {k: v for k, v in was.items() if k in now}
         if was != now:
             diff = sorted(k for k in now if was.get(k) != now[k])
             raise CLIError(f'cannot resume: {last} was trained with '
@@ -383,6 +390,8 @@ def _prepare_run(args, config: TrainConfig):
             data, digests = open_dataset(spec)
             if saved is not None:
                 _check_files(*checks, digests=digests)
+        from ricea_pyg.train import resolve_config
+        resolve_config(data, config)  # a bad size-chosen setting: now
         if out:
             if args.overwrite:  # no stale checkpoint outlives its run.json
                 for name in ('last.pt', 'best.pt', 'metrics.json',
@@ -414,9 +423,12 @@ def _fit(holder: List, config: TrainConfig, out: Optional[str],
     return metrics
 
 
-def _device_of(rank: int):
+def _device_of(local_rank: int):
+    """This process's GPU (made current, as NCCL needs), or None."""
     if torch.cuda.is_available():
-        return torch.device('cuda', rank % torch.cuda.device_count())
+        device = torch.device('cuda', local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        return device
     return None
 
 
@@ -428,11 +440,12 @@ def _train_worker(rank: int, world: int, init_method: str, spec: Dict,
     if threads:
         torch.set_num_threads(threads)
     backend = 'nccl' if torch.cuda.is_available() else 'gloo'
+    device = _device_of(rank)  # one machine: the rank is the local rank
     dist.init_process_group(backend, init_method=init_method, rank=rank,
                             world_size=world)
     try:
         metrics = _fit([open_dataset(spec)[0]], config, out, resume, start,
-                       _device_of(rank))
+                       device)
         if rank == 0:
             results.put(metrics)
     finally:
@@ -449,12 +462,20 @@ def _spawn_training(args, spec: Dict, config: TrainConfig, start: float
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(('127.0.0.1', 0))
         port = sock.getsockname()[1]
+    if torch.cuda.is_available() and args.nproc > torch.cuda.device_count():
+        raise CLIError(f'--nproc {args.nproc} exceeds the '
+                       f'{torch.cuda.device_count()} GPUs (NCCL needs one '
+                       'GPU per process); pass at most that many')
     ctx = mp.get_context('spawn')
     results = ctx.SimpleQueue()
-    mp.spawn(_train_worker, nprocs=args.nproc, join=True, args=(
-        args.nproc, f'tcp://127.0.0.1:{port}', spec, config, args.out,
-        args.resume, args.threads or max(1, (os.cpu_count() or 1)
-                                         // args.nproc), start, results))
+    try:
+        mp.spawn(_train_worker, nprocs=args.nproc, join=True, args=(
+            args.nproc, f'tcp://127.0.0.1:{port}', spec, config, args.out,
+            args.resume, args.threads or max(1, (os.cpu_count() or 1)
+                                             // args.nproc), start, results))
+    except mp.ProcessRaisedException as e:  # a worker's error, one line
+        last = [line for line in str(e).strip().splitlines() if line][-1]
+        raise CLIError(f'a training process failed: {last}') from None
     return results.get()
 
 
@@ -474,25 +495,31 @@ def cmd_train(args) -> Dict:
     try:
         if world > 1:  # torchrun: rank 0 checks and writes, all train
             import torch.distributed as dist
+            _device_of(int(os.environ.get('LOCAL_RANK', rank)))
             dist.init_process_group('nccl' if torch.cuda.is_available()
                                     else 'gloo')
             shared: List[Any] = [None, None]
-            data = None
+            data = failure = None
             if rank == 0:
                 try:
                     shared[0], data, lock = _prepare_run(args, config)
-                except (CLIError, ConfigError, ValueError, OSError) as e:
-                    shared[1] = str(e)
+                except BaseException as e:  # every rank must hear of it
+                    shared[1], failure = str(e) or type(e).__name__, e
             dist.broadcast_object_list(shared, src=0)
             if shared[1] is not None:
                 dist.destroy_process_group()
+                if failure is not None and not isinstance(
+                        failure, (CLIError, ConfigError, ValueError,
+                                  OSError)):
+                    raise failure
                 raise CLIError(shared[1])
             holder = [data if data is not None else
                       open_dataset(shared[0])[0]]
             del data
             try:
                 metrics = _fit(holder, config, args.out, args.resume, start,
-                               _device_of(rank))
+                               _device_of(int(os.environ.get(
+                                   'LOCAL_RANK', rank))))
             finally:
                 dist.destroy_process_group()
             if rank != 0:
@@ -610,15 +637,22 @@ def cmd_align(args) -> str:
                                         csls, args.threshold)
     else:
         # Exact below 50k entities, FAISS IVF above.
+        # embed() gives unit-norm rows: normalize=False spares a copy.
         scores, top, back = top1_both_directions(emb[:n_s][s_ids],
                                                  emb[n_s:][t_ids], csls,
                                                  kind='auto',
-                                                 nprobe=SCALE_NPROBE)
+                                                 nprobe=SCALE_NPROBE,
+                                                 normalize=False)
         header = ['source', 'target', 'score', 'mutual']
+        # j < 0: an approximate index found no target for this source.
         rows = [(int(i), int(t_ids[j]), float(scores[r, 0]),
                  int(int(back[j, 0]) == r))
                 for r, (i, j) in enumerate(zip(s_ids.tolist(),
-                                               top[:, 0].tolist()))]
+                                               top[:, 0].tolist())) if j >= 0]
+        if len(rows) < len(s_ids):
+            print(f'ricea align: note: no candidate found for '
+                  f'{len(s_ids) - len(rows)} sources (approximate search); '
+                  'they are not exported', file=sys.stderr)
 
     def write(f):
         w = csv.writer(f, delimiter='\t', lineterminator='\n')
@@ -639,7 +673,7 @@ def _one_to_one_rows(source, target, s_ids, t_ids, csls_k: int,
     from ricea_pyg.search import one_to_one_assignment
     result = one_to_one_assignment(source, target, s_ids, t_ids,
                                    csls_k=csls_k, threshold=threshold,
-                                   nprobe=SCALE_NPROBE)
+                                   normalize=False, nprobe=SCALE_NPROBE)
     prob = result.probability
     rows = [(int(i), int(j), float(result.scores[k]),
              '' if prob is None else f'{float(prob[k]):.6f}')

@@ -96,24 +96,33 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
 
 
 def _approximate_direction(q_query: Tensor, c_key: Tensor, c_query: Tensor,
-                           q_key: Tensor, truth: Tensor, csls_k: int,
-                           depth: int, index_kwargs) -> Tensor:
+                           cand: Tensor, q_key: Tensor, q_cand: Tensor,
+                           truth: Tensor, csls_k: int, depth: int,
+                           index_kwargs) -> Tensor:
     """1-based ranks of :obj:`truth` among the :obj:`depth` best candidates
-    of each query (``depth + 1`` where it is not among them)."""
-    def index(x):
-        return AlignmentIndex(**index_kwargs).add(x)
-    scores, ids = index(c_key).search(q_query, depth)
+    (rows :obj:`cand` of :obj:`c_key`) of each query (``depth + 1`` where it
+    is not among them). Candidate rows are gathered one table at a time and
+    dropped once indexed: at a million entities each is a gigabyte."""
+    def search(base: Tensor, queries: Tensor, k: int):
+        index = AlignmentIndex(**index_kwargs).add(base)
+        del base
+        return index.search(queries, k)
+
+    def mean_found(s: Tensor) -> Tensor:  # an IVF may return < k slots
+        ok = torch.isfinite(s)
+        return s.masked_fill(~ok, 0).sum(1) / ok.sum(1).clamp_min(1)
+    scores, ids = search(c_key[cand], q_query, depth)
     if csls_k > 0:  # r_t for the retrieved candidates only
-        r_s = scores[:, :csls_k].mean(1, keepdim=True)
+        r_s = mean_found(scores[:, :csls_k]).view(-1, 1)
         found = ids[ids >= 0].unique()
-        back, _ = index(q_key).search(c_query[found], csls_k)
-        r_t = torch.zeros(c_key.size(0), dtype=scores.dtype)
-        r_t[found] = back.mean(1)
+        back, _ = search(q_key[q_cand], c_query[cand[found]], csls_k)
+        r_t = scores.new_zeros(cand.numel())
+        r_t[found] = mean_found(back)
         scores = torch.where(ids >= 0, 2 * scores - r_s - r_t[
             ids.clamp_min(0)], scores)
         scores, order = scores.sort(1, descending=True)
         ids = ids.gather(1, order)
-    hit = ids == truth.view(-1, 1)
+    hit = ids == truth.to(ids.device).view(-1, 1)
     first = hit.float().argmax(1) + 1
     return torch.where(hit.any(1), first, torch.full_like(first, depth + 1))
 
@@ -148,7 +157,8 @@ def approximate_alignment_metrics(source_emb: Embeddings,
         candidates (tuple, optional): ``(source_ids, target_ids)`` as in
             :func:`alignment_metrics`; the neighbourhoods of CSLS are taken
             over them. (default: every row)
-        depth (int): Candidates retrieved per query. (default: :obj:`20`)
+        depth (int): Candidates retrieved per query (at least
+            :obj:`csls_k`). (default: :obj:`20`)
         seed (int): Seed of the sample. (default: :obj:`0`)
         kind (str): Index kind. (default: ``'auto'``)
         normalize (bool, optional): As in :func:`alignment_metrics`.
@@ -163,9 +173,10 @@ def approximate_alignment_metrics(source_emb: Embeddings,
     """
     if pairs.dim() != 2 or pairs.size(0) != 2 or pairs.size(1) == 0:
         raise ValueError('pairs must be a non-empty [2, P]')
-    if num_queries < 1 or depth < max(10, csls_k):
-        raise ValueError(f'need num_queries >= 1 and depth >= max(10, '
-                         f'csls_k) (got {num_queries}, {depth})')
+    depth = max(depth, csls_k)
+    if num_queries < 1 or depth < 10:
+        raise ValueError(f'need num_queries >= 1 and depth >= 10 (got '
+                         f'{num_queries}, {depth})')
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(pairs.size(1), generator=gen)[:num_queries]
     sample = pairs[:, pick.to(pairs.device)]
@@ -183,15 +194,17 @@ def approximate_alignment_metrics(source_emb: Embeddings,
             '': (sq, sk, tq, tk, sample[0], sample[1], t_cand, s_cand),
             'r2l_': (tq, tk, sq, sk, sample[1], sample[0], s_cand, t_cand),
     }.items():
+        cand = cand.unique()  # a repeated candidate would tie with itself
         pos = torch.full((ck.size(0),), -1, dtype=torch.long,
                          device=pairs.device)
         pos[cand] = torch.arange(cand.numel(), device=pairs.device)
         truth = pos[t_ids]
         if (truth < 0).any():
             raise ValueError('a gold counterpart is not among the candidates')
-        ranks = _approximate_direction(qq[q_ids], ck[cand], cq[cand],
-                                       qk[q_cand], truth.cpu(), csls_k,
+        ranks = _approximate_direction(qq[q_ids], ck, cq, cand, qk,
+                                       q_cand.unique(), truth, csls_k,
                                        depth, kwargs).double()
+        ranks = ranks.cpu()
         found = ranks <= depth
         out.update({prefix + k: v for k, v in rank_metrics(ranks).items()
                     if k.startswith('hits@')})

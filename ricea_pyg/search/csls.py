@@ -394,9 +394,9 @@ def top1_both_directions(source: Embeddings, target: Embeddings,
                                   **index_kwargs).add(base).search(
                 queries, candidates)
         (s_cos, s_ids), (t_cos, t_ids) = search(kt, qs), search(ks, qt)
-        if csls_k > 0:
-            r_s = s_cos[:, :csls_k].mean(1)
-            r_t = t_cos[:, :csls_k].mean(1)
+        if csls_k > 0:  # means over the slots found (IVF may leave -inf)
+            r_s, r_t = (torch.nan_to_num(c[:, :csls_k], neginf=float('nan'))
+                        .nanmean(1).nan_to_num(0.0) for c in (s_cos, t_cos))
             s_cos = 2 * s_cos - r_s.view(-1, 1) - r_t[s_ids.clamp_min(0)]
             t_cos = 2 * t_cos - r_t.view(-1, 1) - r_s[t_ids.clamp_min(0)]
             s_cos = s_cos.masked_fill(s_ids < 0, float('-inf'))

@@ -29,7 +29,9 @@ class TrainConfig:
     r"""Everything a training run depends on (saved with each checkpoint).
 
     Defaults follow MEAformer's training protocol except the length,
-    which is sized for a CPU run; see ``docs/pipeline.md``.
+    which is sized for a CPU run (``docs/pipeline.md``), and the settings
+    left at None, which :meth:`resolve` chooses from the graph's size
+    (``docs/scale.md``).
     """
     # model
     modalities: Optional[List[str]] = None  # None = all in the data
@@ -105,7 +107,8 @@ class TrainConfig:
           The in-batch loss costs :math:`O(B)` per pair, most of a sampled
           step, while the sampled neighbourhoods cost little per step.
         * ``eval_queries``: 10,000 sampled queries with approximate search
-          when ``sampled``, else 0 (every pair, exact ranks).
+          from :data:`SAMPLED_FROM` entities per KG, else 0 (every pair,
+          exact ranks).
         """
         n = max(num_source, num_target)
         values = self.to_dict()
@@ -117,10 +120,12 @@ class TrainConfig:
         if values['batch_size'] is None:
             values['batch_size'] = 1024 if values['sampled'] else 3500
         if values['eval_queries'] is None:
-            values['eval_queries'] = 10_000 if values['sampled'] else 0
+            values['eval_queries'] = 10_000 if n >= SAMPLED_FROM else 0
         return TrainConfig.from_dict(values)
 
     def __post_init__(self):
+        if isinstance(self.fanouts, tuple):  # compares equal to a list
+            self.fanouts = list(self.fanouts)
         self.validate()
 
     def validate(self) -> None:

@@ -38,12 +38,19 @@ from ricea_pyg.train.selection import ModelSelector
 __all__ = ['Trainer', 'build_model', 'evaluate_embeddings']
 
 
-def resolve_config(inputs: PairInputs, config: TrainConfig) -> TrainConfig:
+def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
     """:obj:`config` with its size-dependent settings made concrete for
-    :obj:`inputs` (:meth:`TrainConfig.resolve`), checked."""
-    config = config.resolve(inputs.num_source, inputs.num_target,
-                            len(inputs.modalities))
-    if config.sampled and 'graph' in inputs.modalities:
+    :obj:`inputs` (:meth:`TrainConfig.resolve`), checked. :obj:`inputs` is a
+    :class:`PairInputs` or the :class:`HeteroData` pair itself (sizes only,
+    nothing copied: the CLI checks before it writes ``run.json``)."""
+    if isinstance(inputs, PairInputs):
+        sizes, mods = (inputs.num_source, inputs.num_target), \
+            inputs.modalities
+    else:
+        sizes = (inputs['source'].num_nodes, inputs['target'].num_nodes)
+        mods = config.modalities or list(inputs.modalities)
+    config = config.resolve(*sizes, len(mods))
+    if config.sampled and 'graph' in mods:
         if len(config.fanouts) != config.gat_layers:
             raise ConfigError(f'sampled training needs one fan-out per GAT '
                               f'layer: fanouts={config.fanouts} but '
@@ -104,8 +111,9 @@ class Trainer:
     :class:`HeteroData` schema.
 
     * AdamW with :class:`~ricea_pyg.train.schedule.StagedSchedule` (cosine
-      after a linear warm-up) and gradient clipping; the graph encoder runs
-      on the full graph every step.
+      after a linear warm-up) and gradient clipping; below
+      :data:`~ricea_pyg.train.config.SAMPLED_FROM` entities per KG the
+      graph encoder runs on the full graph every step.
     * On large graphs (``sampled``, by default from
       :data:`~ricea_pyg.train.config.SAMPLED_FROM` entities per KG) each
       step encodes only the sampled neighbourhood of its pairs
@@ -113,7 +121,9 @@ class Trainer:
       entity table gets sparse gradients and
       :class:`~torch.optim.SparseAdam`, and validation uses
       :func:`~ricea_pyg.metrics.approximate_alignment_metrics` on
-      ``eval_queries`` sampled pairs. An epoch costs
+      ``eval_queries`` sampled pairs. The table then has no weight decay
+      and no gradient clipping (the other parameters keep both). An epoch
+      costs
       :math:`O(P \prod_h f_h)` for :math:`P` seed pairs, not
       :math:`O(P N)`.
     * :class:`~ricea_pyg.train.selection.ModelSelector` selects on the
@@ -199,6 +209,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
+        self.sample_generator = torch.Generator()  # seeded each epoch
         self.schedule = StagedSchedule.from_config(config)
         self.selector = ModelSelector(config.select_metric, config.patience)
         self.self_training = (SelfTraining.from_config(config)
@@ -232,6 +243,11 @@ class Trainer:
         steps = math.ceil(rows.size(1) / c.batch_size)
         totals: Dict[str, float] = {}
         self._negative_cache = None  # refreshed once per epoch
+        # Neighbour draws: their count depends on this process's seeds, so
+        # they get their own stream (the shared permutation must stay the
+        # same on every process), reseeded per epoch for exact resumes.
+        self.sample_generator.manual_seed(
+            (c.seed + 1) * 1_000_003 + self.epoch * 1_009 + self.rank)
         for step in range(steps):
             # The rate at the middle of the step: neither the first step
             # (warm-up) nor the last (cosine) is wasted at 0, and a one-step
@@ -266,11 +282,19 @@ class Trainer:
         return totals
 
     def _average_gradients(self) -> None:
-        """Mean of every gradient over the processes (a process with no
-        gradient for a parameter contributes zeros)."""
+        """Mean of every gradient over the processes. A parameter that got
+        no gradient on any process keeps none (as on one process); one that
+        got it on some only counts zeros for the others."""
         import torch.distributed as dist
         table = None if self.model.entity is None else self.model.entity.weight
-        for p in self.model.parameters():
+        params = list(self.model.parameters()) + list(
+            self.criterion.parameters())
+        has = torch.tensor([p.grad is not None for p in params],
+                           dtype=torch.float32, device=params[0].device)
+        dist.all_reduce(has)
+        for p, count in zip(params, has.tolist()):
+            if count == 0:
+                continue
             if p is table and self.sparse_optimizer is not None:
                 grad = p.grad
                 if grad is None:
@@ -280,14 +304,12 @@ class Trainer:
                 grad = grad.coalesce()
                 if dist.get_backend() == 'nccl':  # no sparse all-reduce
                     grad = grad.to_dense()
-                dist.all_reduce(grad)
+                    dist.all_reduce(grad)
+                    grad = grad.to_sparse(1)  # SparseAdam takes sparse only
+                else:
+                    dist.all_reduce(grad)
                 p.grad = grad / self.world_size
                 continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
-            p.grad /= self.world_size
-        for p in self.criterion.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             dist.all_reduce(p.grad)
@@ -323,7 +345,7 @@ class Trainer:
         if self.config.hard_negative_weight > 0:
             negatives, missing = self._hard_negatives(batch)  # [2, B, K]
             seeds = torch.cat([seeds, negatives.reshape(-1)])
-        sub = self.sampler.sample(seeds, self.generator)
+        sub = self.sampler.sample(seeds, self.sample_generator)
         graph = self.model.sampled_graph_embeddings(sub)
         out = self.model(self.inputs, batch.reshape(-1), graph=graph[:2 * b],
                          graph_rows=True)
@@ -365,7 +387,7 @@ class Trainer:
                                  exclude=batch[1] - n_s)
         to_s = hard_negative_ids(g[batch[1]], sources, k, exclude=batch[0])
         missing = torch.stack([to_t < 0, to_s < 0])
-        rows = torch.stack([to_t + n_s, to_s]).clamp_min(0)
+        rows = torch.stack([to_t.clamp_min(0) + n_s, to_s.clamp_min(0)])
         return rows, missing
 
     # -- evaluation ---------------------------------------------------------------
@@ -393,7 +415,9 @@ class Trainer:
             self.config.csls_k if csls_k is None else csls_k,
             candidates or self.config.candidates, one_to_one,
             progress=None if self.config.progress else False,
-            num_queries=self.config.eval_queries, seed=self.config.seed)
+            num_queries=self.config.eval_queries, seed=self.config.seed,
+            # embed() returns them unit-norm: no second copy on big graphs.
+            normalize=False if self.config.eval_queries else None)
 
     # -- checkpoints --------------------------------------------------------------
     def _path(self, name: str) -> Optional[str]:
@@ -418,9 +442,12 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         # Through TrainConfig, so that a field added since fills its default.
-        saved = {k: v for k, v in TrainConfig.from_dict(
-            state['config']).to_dict().items() if k != 'progress'}
-        now = {k: v for k, v in self.requested_config.to_dict().items()
+        # Resolved for this data, so that a checkpoint that recorded the
+        # sizes (before they were chosen by size) compares equal.
+        saved = {k: v for k, v in resolve_config(self.inputs, TrainConfig
+                                                 .from_dict(state['config']))
+                 .to_dict().items() if k != 'progress'}
+        now = {k: v for k, v in self.config.to_dict().items()
                if k != 'progress'}
         if saved != now:
             diff = sorted(k for k in now if saved.get(k) != now[k])

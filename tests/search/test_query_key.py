@@ -314,3 +314,20 @@ def test_approximate_metrics_equal_exact_when_deep_enough(csls_k):
     assert sample['approx_queries'] == 20
     assert sample == approximate_alignment_metrics(
         src, tgt, pairs, 20, csls_k, cand, depth=100, kind='flat')
+
+
+def test_approximate_metrics_repeated_candidates_and_deep_csls():
+    from ricea_pyg.metrics import approximate_alignment_metrics
+    gen = torch.Generator().manual_seed(5)
+    src = torch.randn(50, 8, generator=gen)
+    tgt = src + 0.3 * torch.randn(50, 8, generator=gen)
+    pairs = torch.stack([torch.arange(50), torch.arange(50)])
+    once = approximate_alignment_metrics(src, tgt, pairs, csls_k=3,
+                                         kind='flat')
+    twice = approximate_alignment_metrics(
+        src, tgt, pairs, csls_k=3, kind='flat',
+        candidates=(pairs[0].repeat(2), pairs[1].repeat(2)))
+    assert twice == once  # a repeated candidate does not tie with itself
+    deep = approximate_alignment_metrics(src, tgt, pairs, csls_k=30,
+                                         depth=10, kind='flat')
+    assert 0 <= deep['hits@1'] <= 1  # depth grows to csls_k

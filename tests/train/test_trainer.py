@@ -284,7 +284,7 @@ def test_sampled_training_updates_only_the_sampled_rows(data):
     t = Trainer(data, small_config(sampled=True, fanouts=[1, 1],
                                    hard_negative_weight=1.0,
                                    hard_negative_k=2), log=quiet)
-    assert t.config.eval_queries == 10_000 and t.sampler is not None
+    assert t.config.eval_queries == 0 and t.sampler is not None  # small
     assert t.model.entity.sparse and t.sparse_optimizer is not None
     table = t.model.entity.weight
     before = table.detach().clone()
@@ -310,6 +310,19 @@ def test_sampled_and_full_training_reach_similar_accuracy():
                     log=quiet)
         hits[sampled] = t.fit()['test']['hits@1']
     assert hits[True] > 0.8 and abs(hits[True] - hits[False]) < 0.05
+
+
+def test_resume_accepts_sizes_recorded_before_they_were_resolved(data):
+    t = Trainer(data, small_config(epochs=2, batch_size=None), log=quiet)
+    state = t.state_dict()
+    assert state['config']['batch_size'] is None  # kept as asked
+    state['config']['batch_size'] = 3500  # as checkpoints before 0.2 did
+    Trainer(data, small_config(epochs=2, batch_size=None),
+            log=quiet).load_state_dict(state)
+    state['config']['batch_size'] = 1000
+    with pytest.raises(ValueError, match="'batch_size'"):
+        Trainer(data, small_config(epochs=2, batch_size=None),
+                log=quiet).load_state_dict(state)
 
 
 def test_sampling_needs_one_fanout_per_layer(data):

@@ -34,6 +34,17 @@ def rank_metrics(ranks: Tensor, hits: Sequence[int] = (1, 10)
     return out
 
 
+def _candidate_positions(num: int, cand: Tensor, gold: Tensor) -> Tensor:
+    """Position of each :obj:`gold` row among the candidate rows
+    :obj:`cand` (of :obj:`num`); raises if one is not a candidate."""
+    pos = torch.full((num,), -1, dtype=torch.long, device=cand.device)
+    pos[cand] = torch.arange(cand.numel(), device=cand.device)
+    truth = pos[gold.to(cand.device)]
+    if (truth < 0).any():
+        raise ValueError('a gold counterpart is not among the candidates')
+    return truth
+
+
 def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
                       pairs: Tensor, csls_k: int = 0,
                       candidates: Optional[Tuple[Tensor, Tensor]] = None,
@@ -81,12 +92,7 @@ def alignment_metrics(source_emb: Embeddings, target_emb: Embeddings,
             'r2l_': (target_emb, source_emb, pairs[1], pairs[0], s_cand,
                      t_cand),
     }.items():
-        pos = torch.full((c_emb.size(0),), -1, dtype=torch.long,
-                         device=pairs.device)
-        pos[cand] = torch.arange(cand.numel(), device=pairs.device)
-        truth = pos[t_ids]
-        if (truth < 0).any():
-            raise ValueError('a gold counterpart is not among the candidates')
+        truth = _candidate_positions(c_emb.size(0), cand, t_ids)
         ranks = true_ranks(q_emb[q_ids], c_emb[cand], truth, csls_k,
                            batch_size, neighbors=q_emb[q_cand],
                            normalize=normalize, progress=progress)
@@ -195,12 +201,7 @@ def approximate_alignment_metrics(source_emb: Embeddings,
             'r2l_': (tq, tk, sq, sk, sample[1], sample[0], s_cand, t_cand),
     }.items():
         cand = cand.unique()  # a repeated candidate would tie with itself
-        pos = torch.full((ck.size(0),), -1, dtype=torch.long,
-                         device=pairs.device)
-        pos[cand] = torch.arange(cand.numel(), device=pairs.device)
-        truth = pos[t_ids]
-        if (truth < 0).any():
-            raise ValueError('a gold counterpart is not among the candidates')
+        truth = _candidate_positions(ck.size(0), cand, t_ids)
         ranks = _approximate_direction(qq[q_ids], ck, cq, cand, qk,
                                        q_cand.unique(), truth, csls_k,
                                        depth, kwargs).double()

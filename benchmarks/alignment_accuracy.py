@@ -26,13 +26,15 @@ import time
 from collections import defaultdict
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
 
-from ricea_pyg.data import ALIGN  # noqa: E402
+from ricea_pyg.data import ALIGN, PairInputs  # noqa: E402
 from ricea_pyg.datasets import DBP15K  # noqa: E402
 from ricea_pyg.metrics import evaluate_embeddings  # noqa
+from ricea_pyg.nn import FeaturePropagation, PropagationGraph  # noqa
 from ricea_pyg.train import TrainConfig, Trainer  # noqa
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,8 +47,10 @@ PAPER = {  # method.md: selected on test, with image and attribute features
 }
 
 
-SETTINGS = ('names', 'no names', 'names, iterative', 'no names, iterative')
+SETTINGS = ('names', 'names, propagated', 'no names', 'names, iterative',
+            'no names, iterative')
 ITERATIVE = ', iterative'
+PROPAGATED = ', propagated'
 
 
 def load(root, pair, names, seed=0):
@@ -84,10 +88,13 @@ def run_one(args, pair, setting, fusion, seed):
     data = load(args.root, pair, names)
     epochs = args.epochs_names if names else args.epochs_no_names
     name, kwargs = parse_fusion(fusion)
+    # 'names' keeps the raw name features (the rows from before
+    # propagation existed); 'names, propagated' takes the default.
+    propagate = None if PROPAGATED in setting or not names else []
     config = TrainConfig(fusion=name, fusion_kwargs=kwargs, seed=seed,
                          epochs=epochs, eval_every=args.eval_every,
                          iterative=setting.endswith(ITERATIVE),
-                         progress=False)
+                         propagate=propagate, progress=False)
     if config.iterative:
         epochs += config.iter_epochs
     start = time.perf_counter()
@@ -97,23 +104,35 @@ def run_one(args, pair, setting, fusion, seed):
              for k in ('added', 'added_correct')}
     return dict(pair=pair, setting=setting, fusion=fusion, seed=seed,
                 **(added if config.iterative else {}),
-                epochs=epochs, val=metrics['val'], test=metrics['test'],
+                propagate=trainer.config.propagate, epochs=epochs,
+                val=metrics['val'], test=metrics['test'],
                 test_cosine=metrics['test_cosine'],
                 best_epoch=metrics['best_epoch'],
                 epoch_time_s=metrics['epoch_time_s'],
                 wall_time_s=time.perf_counter() - start)
 
 
-def baseline(args, pair):
+def baseline(args, pair, setting):
+    """No training. 'names': the MiniLM name embeddings. 'names,
+    propagated': names and bigrams, each normalised, side by side, then
+    FeaturePropagation over the triples (SEU's name features)."""
     data = load(args.root, pair, True)
     test = data[ALIGN].test_index
     start = time.perf_counter()
-    m = evaluate_embeddings(data['source'].x_name, data['target'].x_name,
-                            test, csls_k=3)
-    return dict(pair=pair, setting='names', fusion='names-only', seed=0,
+    if PROPAGATED in setting:
+        inputs = PairInputs.from_data(data, ['name', 'char'])
+        graph = PropagationGraph(inputs.edge_index, inputs.edge_type,
+                                 inputs.num_entities, inputs.num_relations)
+        x = torch.cat([F.normalize(inputs.features[m], dim=1)
+                       for m in ('name', 'char')], dim=1)
+        x = FeaturePropagation(hops=2)(x, graph)
+        src, tgt = x[:inputs.num_source], x[inputs.num_source:]
+    else:
+        src, tgt = data['source'].x_name, data['target'].x_name
+    m = evaluate_embeddings(src, tgt, test, csls_k=3, one_to_one=True)
+    return dict(pair=pair, setting=setting, fusion='names-only', seed=0,
                 epochs=0, val={}, test=m, test_cosine=evaluate_embeddings(
-                    data['source'].x_name, data['target'].x_name, test,
-                    csls_k=0),
+                    src, tgt, test, csls_k=0),
                 best_epoch=0, epoch_time_s=None,
                 wall_time_s=time.perf_counter() - start)
 
@@ -156,7 +175,10 @@ def render(results, path, command):
         'evaluated once; CSLS k = 3; each test source ranked against the '
         'test targets (the standard protocol). *names*: graph + relation '
         'types + MiniLM embeddings of the translated names + name '
-        'character bigrams. *no names*: graph + relation types only. No '
+        'character bigrams. *names, propagated*: the same, with the name '
+        'and bigram features propagated over the triples before training '
+        '(`TrainConfig.propagate`, SEU; the default since 2026-11-30). '
+        '*no names*: graph + relation types only. No '
         'image or attribute features exist in the shared data. '
         '*…, iterative*: the same first stage, then a second stage of '
         '`TrainConfig.iter_epochs` epochs at lr × `iter_lr_factor` in which '
@@ -166,9 +188,10 @@ def render(results, path, command):
         'column counts both stages. `adc` is '
         'RICEA; `global` is the EVA-style fusion. Where there are several '
         'seeds the cell is mean ± std (seeds listed).', '',
-        '| pair | setting | fusion | seeds | epochs | Hits@1 | Hits@10 | MRR '
-        '| Hits@1 (cosine) | pairs added (correct) | epoch s | wall s |',
-        '|---|---|---|---|---|---|---|---|---|---|---|---|']
+        '| pair | setting | fusion | seeds | epochs | Hits@1 | Hits@1 '
+        '(one-to-one) | Hits@10 | MRR | Hits@1 (cosine) | pairs added '
+        '(correct) | epoch s | wall s |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for key in sorted(groups, key=lambda k: (
             k[0], SETTINGS.index(k[1]), order.get(k[2].split(':')[0], 9), k[2])):
         rs = groups[key]
@@ -177,6 +200,8 @@ def render(results, path, command):
         cells = [key[0], key[1], key[2],
                  ','.join(str(r['seed']) for r in rs), str(rs[0]['epochs']),
                  fmt([x['hits@1'] for x in t]),
+                 fmt([x['one_to_one_hits@1'] for x in t])
+                 if all('one_to_one_hits@1' in x for x in t) else '-',
                  fmt([x['hits@10'] for x in t]), fmt([x['mrr'] for x in t]),
                  fmt([r['test_cosine']['hits@1'] for r in rs]),
                  added(rs),
@@ -203,17 +228,22 @@ def main():
     p.add_argument('--root', default=os.path.join(os.environ.get(
         'RICEA_DATA_ROOT', '../shared/data'), 'dbp15k'))
     p.add_argument('--pairs', nargs='+', default=['zh_en', 'ja_en'])
-    p.add_argument('--settings', nargs='+', default=['names', 'no names'],
+    p.add_argument('--settings', nargs='+',
+                   default=['names, propagated', 'no names'],
                    choices=SETTINGS, help='"..., iterative" runs the second '
                    'stage (TrainConfig.iter_epochs more epochs) after the '
                    'same first stage')
-    p.add_argument('--fusions', nargs='+',
+    p.add_argument('--fusions', nargs='*',
                    default=['adc', 'meaformer', 'global', 'concat'],
                    help='fusion names; a variant is name:JSON kwargs, e.g. '
                    'adc:{"weights_grad": true}')
     p.add_argument('--extra-seeds', type=int, nargs='*', default=[1, 2],
-                   help='more seeds of --seed-fusions on zh_en without names')
+                   help='more seeds of --seed-fusions in --seed-setting on '
+                   '--seed-pairs')
     p.add_argument('--seed-fusions', nargs='+', default=['adc', 'meaformer'])
+    p.add_argument('--seed-setting', default='no names', choices=SETTINGS)
+    p.add_argument('--seed-pairs', nargs='+', default=None,
+                   help='pairs that get the extra seeds (default: zh_en)')
     p.add_argument('--epochs-names', type=int, default=15)
     p.add_argument('--epochs-no-names', type=int, default=30)
     p.add_argument('--eval-every', type=int, default=5)
@@ -231,18 +261,22 @@ def main():
     for pair in args.pairs:
         if 'names' in args.settings:
             jobs.append((pair, 'names', 'names-only', 0))
+        if 'names, propagated' in args.settings:
+            jobs.append((pair, 'names, propagated', 'names-only', 0))
         for setting in args.settings:
             jobs += [(pair, setting, f, 0) for f in args.fusions]
-    if 'zh_en' in args.pairs and 'no names' in args.settings:
-        jobs += [('zh_en', 'no names', f, s) for s in args.extra_seeds
-                 for f in args.seed_fusions]
+    seed_pairs = args.seed_pairs or ['zh_en']
+    for pair in seed_pairs:
+        if pair in args.pairs and args.seed_setting in args.settings:
+            jobs += [(pair, args.seed_setting, f, s)
+                     for s in args.extra_seeds for f in args.seed_fusions]
     results = done_keys(args.results)
     for pair, setting, fusion, seed in ([] if args.render_only else jobs):
         key = f'{pair}|{setting}|{fusion}|{seed}'
         if key in results:
             continue
         if fusion == 'names-only':
-            r = baseline(args, pair)
+            r = baseline(args, pair, setting)
         else:
             r = run_one(args, pair, setting, fusion, seed)
         r['key'] = key

@@ -546,8 +546,7 @@ def cmd_train(args) -> Dict:
 
 def _restore(args):
     """Model, data, inputs and config of a checkpoint."""
-    from ricea_pyg.data import PairInputs
-    from ricea_pyg.train import build_model, resolve_config
+    from ricea_pyg.train import build_model, model_inputs, resolve_config
     state = load_checkpoint(args.checkpoint)
     if 'model' not in state or 'config' not in state:
         raise CLIError(f'{args.checkpoint}: not a ricea checkpoint (no model '
@@ -580,9 +579,13 @@ def _restore(args):
         data, digests = open_dataset(spec)
         if check:
             _check_files(*checks, digests=digests)
-    config = TrainConfig.from_dict(state['config'], source=args.checkpoint)
-    inputs = PairInputs.from_data(data, state.get('modalities',
-                                                  config.modalities))
+    values = dict(state['config'])
+    # Checkpoints from before feature propagation trained without it.
+    values.setdefault('propagate', [])
+    config = TrainConfig.from_dict(values, source=args.checkpoint)
+    config = dataclasses.replace(config, modalities=state.get(
+        'modalities', config.modalities))
+    inputs = model_inputs(data, config)
     config = resolve_config(inputs, config)  # the sizes it trained with
     model = build_model(inputs, config)
     try:

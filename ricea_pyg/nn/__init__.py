@@ -11,6 +11,11 @@ from ricea_pyg.nn.fusion import (
     fusion_resolver,
 )
 from ricea_pyg.nn.projection import ModalityProjection
+from ricea_pyg.nn.propagation import (
+    FeaturePropagation,
+    PropagationGraph,
+    SeedLabelPropagation,
+)
 from ricea_pyg.nn.relational import (
     RelationalAdjacency,
     RelationalReflectionConv,
@@ -23,4 +28,5 @@ __all__ = ['ModalityFusion', 'FusionOutput', 'FusionAuxiliary',
            'MEAformerFusion', 'RelativeInteraction', 'ADCFusion', 'FUSIONS',
            'fusion_resolver', 'ModalityProjection', 'CSRAdjacency',
            'DiagGATConv', 'GATEncoder', 'csr_spmm', 'RelationalAdjacency',
-           'RelationalReflectionConv', 'RelationAwareEncoder']
+           'RelationalReflectionConv', 'RelationAwareEncoder',
+           'PropagationGraph', 'FeaturePropagation', 'SeedLabelPropagation']

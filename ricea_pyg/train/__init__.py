@@ -9,10 +9,12 @@ from ricea_pyg.train.trainer import (
     Trainer,
     build_model,
     evaluate_embeddings,
+    model_inputs,
     resolve_config,
 )
 
 __all__ = ['TrainConfig', 'ConfigError', 'Trainer', 'build_model',
+           'model_inputs',
            'resolve_config',
            'StagedSchedule', 'ModelSelector', 'SelfTraining',
            'persisting_pairs', 'RunLog', 'evaluate_embeddings', 'atomic_save',

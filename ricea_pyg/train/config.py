@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 __all__ = ['TrainConfig', 'ConfigError', 'SAMPLED_FROM', 'NARROW_FROM',
+           'PROPAGATED_BY_DEFAULT',
            'FUSED_WIDTH_CAP']
 
 #: Entities per KG from which training samples neighbourhoods by default.
 SAMPLED_FROM = 100_000
 #: Entities per KG from which the default width narrows.
 NARROW_FROM = 300_000
+#: Modalities whose features are propagated over the graph by default.
+PROPAGATED_BY_DEFAULT = ('name', 'char')
 #: Widest fused embedding (modalities x channels) from NARROW_FROM on.
 FUSED_WIDTH_CAP = 384
 
@@ -43,6 +46,12 @@ class TrainConfig:
     gat_diag: bool = True
     dropout: float = 0.0
     structure_encoder: str = 'gat'  # or 'relational' (Dual-AMN)
+    # SEU's propagation of these modalities' features over the triples
+    # before training (nn.FeaturePropagation); None: the text modalities
+    # present ('name', 'char') below SAMPLED_FROM entities per KG, none
+    # from there on.
+    propagate: Optional[List[str]] = None
+    propagation_hops: int = 2
     # loss
     tau: float = 0.1
     alpha: float = 0.5
@@ -109,6 +118,10 @@ class TrainConfig:
         * ``eval_queries``: 10,000 sampled queries with approximate search
           from :data:`SAMPLED_FROM` entities per KG, else 0 (every pair,
           exact ranks).
+        * ``propagate``: :data:`PROPAGATED_BY_DEFAULT` below
+          :data:`SAMPLED_FROM` entities per KG (those the data has; the
+          trainer skips the others), else none: propagation multiplies
+          the features' memory by ``propagation_hops + 1``.
         """
         n = max(num_source, num_target)
         values = self.to_dict()
@@ -121,11 +134,16 @@ class TrainConfig:
             values['batch_size'] = 1024 if values['sampled'] else 3500
         if values['eval_queries'] is None:
             values['eval_queries'] = 10_000 if n >= SAMPLED_FROM else 0
+        if values['propagate'] is None:
+            values['propagate'] = [] if n >= SAMPLED_FROM else list(
+                PROPAGATED_BY_DEFAULT)
         return TrainConfig.from_dict(values)
 
     def __post_init__(self):
         if isinstance(self.fanouts, tuple):  # compares equal to a list
             self.fanouts = list(self.fanouts)
+        if isinstance(self.propagate, tuple):
+            self.propagate = list(self.propagate)
         self.validate()
 
     def validate(self) -> None:
@@ -183,6 +201,17 @@ class TrainConfig:
                 f'iter_add_every ({self.iter_add_every}) must be a multiple '
                 f'of iter_every ({self.iter_every}): pairs are added only '
                 'on a self-training round')
+        if self.propagate is not None and (
+                not isinstance(self.propagate, (list, tuple))
+                or not all(isinstance(m, str) for m in self.propagate)):
+            raise ConfigError(f"propagate must be a list of modality names "
+                              f"(got {self.propagate!r}), e.g. ['name', "
+                              f"'char'], or [] for none")
+        if isinstance(self.propagation_hops, bool) or not isinstance(
+                self.propagation_hops, int) or self.propagation_hops < 1:
+            raise ConfigError(f'propagation_hops must be an int >= 1 (got '
+                              f'{self.propagation_hops!r}); set propagate '
+                              'to [] to switch propagation off')
         if self.patience < 0 or self.csls_k < 0:
             raise ConfigError('patience and csls_k must be >= 0')
 

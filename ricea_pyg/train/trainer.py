@@ -23,6 +23,7 @@ from ricea_pyg.io import atomic_save, atomic_write
 from ricea_pyg.loss import RICEALoss, dual_amn_loss, hard_negative_ids
 from ricea_pyg.metrics import evaluate_embeddings as _evaluate_embeddings
 from ricea_pyg.models.ricea import RICEA, ModelOutput
+from ricea_pyg.nn.propagation import FeaturePropagation, PropagationGraph
 from ricea_pyg.train.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
@@ -35,7 +36,7 @@ from ricea_pyg.train.log import RunLog
 from ricea_pyg.train.schedule import StagedSchedule
 from ricea_pyg.train.selection import ModelSelector
 
-__all__ = ['Trainer', 'build_model', 'evaluate_embeddings']
+__all__ = ['Trainer', 'build_model', 'model_inputs', 'evaluate_embeddings']
 
 
 def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
@@ -60,6 +61,35 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
                               "'gat' only; set sampled=false for the "
                               'relational encoder')
     return config
+
+
+def model_inputs(data: HeteroData, config: TrainConfig) -> PairInputs:
+    """:obj:`data` as the model that :obj:`config` describes reads it:
+    :class:`PairInputs` of its modalities, with the features of
+    ``config.propagate`` replaced by :class:`FeaturePropagation` over the
+    triples (``propagation_hops + 1`` times as wide). Training, evaluation
+    and ``ricea align`` all build their inputs here.
+
+    A ``propagate`` left at None takes the default modalities the data
+    has; a modality named explicitly must be among the model's.
+    """
+    inputs = PairInputs.from_data(data, config.modalities)
+    mods = resolve_config(inputs, config).propagate
+    if config.propagate is None:
+        mods = [m for m in mods if m in inputs.features]
+    missing = [m for m in mods if m not in inputs.features]
+    if missing:
+        raise ConfigError(f'propagate names {missing}, which the model does '
+                          f'not read (its feature modalities: '
+                          f'{sorted(inputs.features)}); remove them from '
+                          'propagate')
+    if mods:
+        graph = PropagationGraph(inputs.edge_index, inputs.edge_type,
+                                 inputs.num_entities, inputs.num_relations)
+        propagation = FeaturePropagation(config.propagation_hops)
+        for m in mods:
+            inputs.features[m] = propagation(inputs.features[m], graph)
+    return inputs
 
 
 def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
@@ -180,8 +210,7 @@ class Trainer:
         gold = torch.cat([split.train_index, split.val_index,
                           split.test_index], dim=1)
         self.gold = dict(zip(gold[0].tolist(), gold[1].tolist()))
-        self.inputs = PairInputs.from_data(data, config.modalities).to(
-            self.device)
+        self.inputs = model_inputs(data, config).to(self.device)
         # Checkpoints keep the settings as asked (None = by size), so that
         # resuming compares like with like; the run uses them resolved.
         self.requested_config = config
@@ -444,8 +473,10 @@ class Trainer:
         # Through TrainConfig, so that a field added since fills its default.
         # Resolved for this data, so that a checkpoint that recorded the
         # sizes (before they were chosen by size) compares equal.
+        values = dict(state['config'])
+        values.setdefault('propagate', [])  # saved before propagation
         saved = {k: v for k, v in resolve_config(self.inputs, TrainConfig
-                                                 .from_dict(state['config']))
+                                                 .from_dict(values))
                  .to_dict().items() if k != 'progress'}
         now = {k: v for k, v in self.config.to_dict().items()
                if k != 'progress'}

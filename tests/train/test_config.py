@@ -60,3 +60,15 @@ def test_range_edges_are_accepted():
                     lambda_tcp=0.0, epochs=1, batch_size=1)
     assert TrainConfig(alpha=1.0, dropout=0.99).alpha == 1.0
     assert c.clip == 0.0
+
+
+def test_propagation_defaults_by_size_and_errors():
+    assert TrainConfig().resolve(15_000, 15_000, 4).propagate == ['name',
+                                                                  'char']
+    assert TrainConfig().resolve(100_000, 10, 4).propagate == []
+    assert TrainConfig(propagate=('name',)).propagate == ['name']
+    assert TrainConfig(propagate=[]).resolve(10, 10, 2).propagate == []
+    with pytest.raises(ConfigError, match='propagate must be a list'):
+        TrainConfig(propagate='name')
+    with pytest.raises(ConfigError, match='propagation_hops'):
+        TrainConfig(propagation_hops=0)

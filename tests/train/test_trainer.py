@@ -437,3 +437,41 @@ def test_pair_mean_scoring_trains_and_searches_with_its_own_score(data):
     n_s = src.size(0)
     cosine = out.fused[:n_s] @ out.fused[n_s:].t()
     assert not torch.allclose(src.query @ tgt.key.t(), cosine, atol=1e-3)
+
+
+def test_inputs_propagate_text_modalities_by_default(data):
+    from ricea_pyg.data import PairInputs
+    from ricea_pyg.nn import FeaturePropagation, PropagationGraph
+    from ricea_pyg.train import model_inputs
+    raw = PairInputs.from_data(data)
+    t = Trainer(data, small_config(epochs=1), log=quiet)
+    graph = PropagationGraph(raw.edge_index, raw.edge_type,
+                             raw.num_entities, raw.num_relations)
+    for m in ('name', 'char'):
+        assert torch.allclose(t.inputs.features[m], FeaturePropagation(2)(
+            raw.features[m], graph), atol=1e-6)
+    for m in ('attr', 'img'):
+        assert torch.equal(t.inputs.features[m], raw.features[m])
+    off = model_inputs(data, small_config(propagate=[]))
+    assert torch.equal(off.features['name'], raw.features['name'])
+    one = model_inputs(data, small_config(propagate=['img'],
+                                          propagation_hops=1))
+    assert one.features['img'].size(1) == 2 * raw.features['img'].size(1)
+    assert torch.equal(one.features['name'], raw.features['name'])
+    # The default skips what the model does not read; a named one must be.
+    quiet_mods = model_inputs(data, small_config(modalities=['graph', 'rel']))
+    assert set(quiet_mods.features) == {'rel'}
+    with pytest.raises(ConfigError, match=r"propagate names \['name'\]"):
+        model_inputs(data, small_config(modalities=['graph', 'rel'],
+                                        propagate=['name']))
+
+
+def test_resume_refuses_a_checkpoint_from_before_propagation(data, tmp_path):
+    t = Trainer(data, small_config(epochs=1), out_dir=str(tmp_path),
+                log=quiet)
+    t.fit()
+    state = torch.load(tmp_path / 'last.pt', weights_only=False)
+    del state['config']['propagate']  # as saved before the option existed
+    with pytest.raises(ValueError, match='propagate'):
+        Trainer(data, small_config(epochs=1), log=quiet).load_state_dict(
+            state)

@@ -1,0 +1,150 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ricea_pyg.nn.propagation import (
+    FeaturePropagation,
+    PropagationGraph,
+    SeedLabelPropagation,
+)
+
+R = 3
+
+
+def tiny_triples():
+    """6 entities, 3 relations; a duplicate triple, two relations between
+    one pair, a self-loop triple and an isolated entity (5)."""
+    edge_index = torch.tensor([[0, 0, 0, 1, 2, 3, 3, 4],
+                               [1, 1, 1, 2, 0, 4, 3, 0]])
+    edge_type = torch.tensor([0, 0, 2, 1, 1, 2, 0, 1])
+    return edge_index, edge_type, 6
+
+
+def dense_weighted(edge_index, edge_type, n):
+    """Loop reference of the rarity-weighted, row-normalised adjacency."""
+    count = torch.bincount(edge_type, minlength=R).double()
+    a = torch.eye(n, dtype=torch.float64)
+    for (h, t), r in zip(edge_index.t().tolist(), edge_type.tolist()):
+        w = math.log(edge_type.numel() / count[r].item())
+        a[h, t] += w
+        a[t, h] += w
+    return (a / a.sum(1, keepdim=True)).float()
+
+
+def dense_views(edge_index, edge_type, n):
+    """Neighbour counts and entity-relation incidence, by loops."""
+    a = torch.zeros(n, n)
+    b = torch.zeros(n, 2 * R)
+    for (h, t), r in zip(edge_index.t().tolist(), edge_type.tolist()):
+        a[h, t] += 1
+        a[t, h] += 1
+        b[h, r] += 1
+        b[t, r + R] += 1
+    return a, b
+
+
+def test_graph_matches_dense_reference():
+    ei, et, n = tiny_triples()
+    graph = PropagationGraph(ei, et, n, R)
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(graph.smooth(x), dense_weighted(ei, et, n) @ x,
+                          atol=1e-6)
+    a, b = dense_views(ei, et, n)
+    assert torch.allclose(graph.neighbours.matrix(graph.neighbour_count)
+                          .to_dense(), a)
+    assert torch.allclose(graph.incidence.matrix(graph.incidence_count)
+                          .to_dense(), b)
+    assert 'num_nodes=6' in repr(graph)
+
+
+def test_feature_propagation_matches_dense_reference():
+    ei, et, n = tiny_triples()
+    graph = PropagationGraph(ei, et, n, R)
+    x = torch.randn(n, 5, generator=torch.Generator().manual_seed(1))
+    x[5] = 0  # a missing feature
+    out = FeaturePropagation(hops=2)(x, graph)
+    a = dense_weighted(ei, et, n)
+    h0 = F.normalize(x, dim=1)
+    h1 = F.normalize(a @ h0, dim=1)
+    h2 = F.normalize(a @ h1, dim=1)
+    ref = torch.cat([h0, h1, h2], dim=1) / math.sqrt(3)
+    assert out.shape == (n, 15)
+    assert torch.allclose(out, ref, atol=1e-6)
+    # Unit rows, and the cosine is the mean of the hops' cosines.
+    assert torch.allclose(out[:5].norm(dim=1), torch.ones(5), atol=1e-6)
+    cos = out[0] @ out[1]
+    hops = [(h[0] @ h[1]) for h in (h0, h1, h2)]
+    assert torch.allclose(cos, torch.stack(hops).mean(), atol=1e-6)
+    # The isolated, featureless entity stays zero: nothing to borrow.
+    assert out[5].abs().sum() == 0
+    assert repr(FeaturePropagation(3)) == 'FeaturePropagation(hops=3)'
+
+
+def test_feature_propagation_hops_zero_is_normalisation():
+    ei, et, n = tiny_triples()
+    x = torch.randn(n, 3, generator=torch.Generator().manual_seed(2))
+    out = FeaturePropagation(hops=0)(x, PropagationGraph(ei, et, n, R))
+    assert torch.allclose(out, F.normalize(x, dim=1))
+
+
+def test_feature_propagation_bad_input():
+    ei, et, n = tiny_triples()
+    graph = PropagationGraph(ei, et, n, R)
+    with pytest.raises(ValueError, match='NaN'):
+        x = torch.randn(n, 3)
+        x[2, 1] = float('nan')
+        FeaturePropagation()(x, graph)
+    with pytest.raises(ValueError, match=r'N = 6'):
+        FeaturePropagation()(torch.randn(4, 3), graph)
+    with pytest.raises(ValueError, match='hops'):
+        FeaturePropagation(hops=-1)
+    with pytest.raises(ValueError, match='num_nodes'):
+        PropagationGraph(ei, et, 4, R)
+    with pytest.raises(ValueError, match='num_relations'):
+        PropagationGraph(ei, et, n, 2)
+
+
+def test_seed_labels_match_dense_reference():
+    ei, et, n = tiny_triples()
+    graph = PropagationGraph(ei, et, n, R)
+    seeds = torch.tensor([[0, 2], [3, 4]])
+    out = SeedLabelPropagation(channels=8, hops=2)(
+        seeds, graph, torch.Generator().manual_seed(3))
+    labels = F.normalize(torch.randn(2, 8, generator=torch.Generator()
+                                     .manual_seed(3)), dim=1)
+    ent = torch.zeros(n, 8)
+    ent[seeds[0]] = labels
+    ent[seeds[1]] = labels
+    rel = torch.zeros(2 * R, 8)
+    a, b = dense_views(ei, et, n)
+    hops = []
+    for _ in range(2):
+        ent, rel = (F.normalize(a @ ent + b @ rel, dim=1),
+                    F.normalize(b.t() @ ent, dim=1))
+        hops.append(ent)
+    ref = torch.cat(hops, dim=1) / math.sqrt(2)
+    assert out.shape == (n, 16)
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_seed_labels_find_counterparts_in_an_isomorphic_copy():
+    # KG 2 is KG 1 with its entities permuted: every counterpart of an
+    # unseeded entity gets exactly that entity's row.
+    gen = torch.Generator().manual_seed(4)
+    n1, e = 40, 120
+    ei1 = torch.randint(0, n1, (2, e), generator=gen)
+    et1 = torch.randint(0, R, (e,), generator=gen)
+    perm = torch.randperm(n1, generator=gen)
+    ei = torch.cat([ei1, perm[ei1] + n1], dim=1)
+    et = torch.cat([et1, et1 + R])
+    graph = PropagationGraph(ei, et, 2 * n1, 2 * R)
+    seeded = torch.arange(0, n1, 3)
+    seeds = torch.stack([seeded, perm[seeded] + n1])
+    out = SeedLabelPropagation(channels=16, hops=2)(seeds, graph, gen)
+    assert torch.allclose(out[:n1], out[perm + n1], atol=1e-5)
+    with pytest.raises(ValueError, match='seed_pairs'):
+        SeedLabelPropagation()(torch.tensor([[0], [99]]), graph)
+    with pytest.raises(ValueError, match='channels'):
+        SeedLabelPropagation(channels=0)

@@ -47,10 +47,12 @@ PAPER = {  # method.md: selected on test, with image and attribute features
 }
 
 
-SETTINGS = ('names', 'names, propagated', 'no names', 'names, iterative',
-            'no names, iterative')
+SETTINGS = ('names', 'names, propagated', 'no names', 'no names, labels',
+            'names, iterative', 'no names, iterative',
+            'no names, labels, iterative')
 ITERATIVE = ', iterative'
 PROPAGATED = ', propagated'
+LABELS = ', labels'
 
 
 def load(root, pair, names, seed=0):
@@ -88,13 +90,16 @@ def run_one(args, pair, setting, fusion, seed):
     data = load(args.root, pair, names)
     epochs = args.epochs_names if names else args.epochs_no_names
     name, kwargs = parse_fusion(fusion)
-    # 'names' keeps the raw name features (the rows from before
-    # propagation existed); 'names, propagated' takes the default.
+    # 'names' and 'no names' keep the inputs of the rows from before
+    # propagation existed; ', propagated' and ', labels' take the defaults
+    # (propagated names; seed labels for a structure-only model).
     propagate = None if PROPAGATED in setting or not names else []
     config = TrainConfig(fusion=name, fusion_kwargs=kwargs, seed=seed,
                          epochs=epochs, eval_every=args.eval_every,
                          iterative=setting.endswith(ITERATIVE),
-                         propagate=propagate, progress=False)
+                         propagate=propagate,
+                         label_channels=None if LABELS in setting else 0,
+                         progress=False)
     if config.iterative:
         epochs += config.iter_epochs
     start = time.perf_counter()
@@ -104,7 +109,8 @@ def run_one(args, pair, setting, fusion, seed):
              for k in ('added', 'added_correct')}
     return dict(pair=pair, setting=setting, fusion=fusion, seed=seed,
                 **(added if config.iterative else {}),
-                propagate=trainer.config.propagate, epochs=epochs,
+                propagate=trainer.config.propagate,
+                label_channels=trainer.config.label_channels, epochs=epochs,
                 val=metrics['val'], test=metrics['test'],
                 test_cosine=metrics['test_cosine'],
                 best_epoch=metrics['best_epoch'],
@@ -178,7 +184,11 @@ def render(results, path, command):
         'character bigrams. *names, propagated*: the same, with the name '
         'and bigram features propagated over the triples before training '
         '(`TrainConfig.propagate`, SEU; the default since 2026-11-30). '
-        '*no names*: graph + relation types only. No '
+        '*no names*: graph + relation types only. *no names, labels*: the '
+        'same plus the `labels` modality, LightEA-style seed-label '
+        'propagation (`TrainConfig.label_channels`, the default for a '
+        'structure-only model since 2026-11-30; in iterative mode the '
+        'added pairs become seeds too). No '
         'image or attribute features exist in the shared data. '
         '*…, iterative*: the same first stage, then a second stage of '
         '`TrainConfig.iter_epochs` epochs at lr × `iter_lr_factor` in which '

@@ -47,7 +47,8 @@ from ricea_pyg.train.checkpoint import load_checkpoint
 from ricea_pyg.train.config import ConfigError, TrainConfig
 
 #: Settings that None leaves to the graph's size (TrainConfig.resolve).
-SIZED = ('channels', 'batch_size', 'sampled', 'eval_queries')
+SIZED = ('channels', 'batch_size', 'sampled', 'eval_queries', 'propagate',
+         'label_channels')
 
 RUN_FILE = 'run.json'
 
@@ -256,7 +257,13 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f.name, default=None,
                            help='neighbours per hop for sampled training, '
                            'comma-separated, e.g. 10,5')
-        elif f.name in ('channels', 'batch_size', 'eval_queries'):  # by size
+        elif f.name == 'propagate':
+            g.add_argument(flag, dest=f.name, default=None,
+                           help="comma-separated modalities whose features "
+                           "are propagated over the triples, e.g. name,char;"
+                           " '' for none")
+        elif f.name in ('channels', 'batch_size', 'eval_queries',
+                        'label_channels'):  # by size
             g.add_argument(flag, dest=f.name, type=int, default=None)
         elif kind is bool or f.name == 'sampled':
             g.add_argument(flag, dest=f.name, default=None,
@@ -271,7 +278,7 @@ def _config(args) -> TrainConfig:
         value = getattr(args, name, None)
         if value is None:
             continue
-        if name == 'modalities':
+        if name in ('modalities', 'propagate'):
             value = [m.strip() for m in value.split(',') if m.strip()]
         elif name == 'fanouts':
             try:
@@ -547,6 +554,7 @@ def cmd_train(args) -> Dict:
 def _restore(args):
     """Model, data, inputs and config of a checkpoint."""
     from ricea_pyg.train import build_model, model_inputs, resolve_config
+    from ricea_pyg.train.config import LABELS
     state = load_checkpoint(args.checkpoint)
     if 'model' not in state or 'config' not in state:
         raise CLIError(f'{args.checkpoint}: not a ricea checkpoint (no model '
@@ -580,12 +588,18 @@ def _restore(args):
         if check:
             _check_files(*checks, digests=digests)
     values = dict(state['config'])
-    # Checkpoints from before feature propagation trained without it.
+    # Checkpoints from before propagation trained without it.
     values.setdefault('propagate', [])
+    values.setdefault('label_channels', 0)
     config = TrainConfig.from_dict(values, source=args.checkpoint)
-    config = dataclasses.replace(config, modalities=state.get(
-        'modalities', config.modalities))
-    inputs = model_inputs(data, config)
+    if 'modalities' in state:  # the data's modalities it read; the labels
+        # modality is derived, not read
+        config = dataclasses.replace(config, modalities=[
+            m for m in state['modalities'] if m != LABELS])
+    # Seed labels from the pairs it last trained on (self-training adds
+    # some); on other data, that data's own training pairs.
+    inputs = model_inputs(data, config, None if args.other_data else
+                          state.get('train_pairs'))
     config = resolve_config(inputs, config)  # the sizes it trained with
     model = build_model(inputs, config)
     try:

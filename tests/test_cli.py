@@ -3,6 +3,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from ricea_pyg.cli import main
 
@@ -134,3 +135,27 @@ def test_no_progress_prints_no_bar(flag, tmp_path, capfd):
         assert bars  # the same run does draw bars when asked
     else:
         assert bars == []
+
+
+def test_structure_only_model_round_trips_its_labels(tmp_path, capsys):
+    # Without names the seed-label modality is on by default; evaluate
+    # must rebuild the same labels to reproduce the trainer's numbers.
+    # Self-training adds pairs, which become seeds of the labels.
+    out = str(tmp_path / 'run')
+    assert main(['train', *SYN, *FAST, '--modalities', 'graph,rel',
+                 '--iterative', '--iter-epochs', '3', '--iter-every', '1',
+                 '--iter-add-every', '1', '--iter-persist', '1',
+                 '--out', out]) == 0
+    best = torch.load(os.path.join(out, 'best.pt'), weights_only=False)
+    assert best['modalities'] == ['graph', 'rel', 'labels']
+    last = torch.load(os.path.join(out, 'last.pt'), weights_only=False)
+    assert last['train_pairs'].size(1) > 60  # 30 % of 200, plus added
+    # The selected model is tested on the labels of its own epoch's seeds.
+    assert best['train_pairs'].size(1) <= last['train_pairs'].size(1)
+    with open(os.path.join(out, 'metrics.json')) as f:
+        m = json.load(f)
+    capsys.readouterr()
+    assert main(['evaluate', os.path.join(out, 'best.pt'), '--split',
+                 'test']) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got['csls'] == pytest.approx(m['test'], abs=1e-9)

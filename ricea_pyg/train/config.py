@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 __all__ = ['TrainConfig', 'ConfigError', 'SAMPLED_FROM', 'NARROW_FROM',
-           'PROPAGATED_BY_DEFAULT',
+           'PROPAGATED_BY_DEFAULT', 'LABELS', 'LABEL_CHANNELS',
            'FUSED_WIDTH_CAP']
 
 #: Entities per KG from which training samples neighbourhoods by default.
@@ -19,6 +19,10 @@ SAMPLED_FROM = 100_000
 NARROW_FROM = 300_000
 #: Modalities whose features are propagated over the graph by default.
 PROPAGATED_BY_DEFAULT = ('name', 'char')
+#: The modality that seed-label propagation adds (not a data modality).
+LABELS = 'labels'
+#: Width per hop of the seed labels when ``label_channels`` is None.
+LABEL_CHANNELS = 1024
 #: Widest fused embedding (modalities x channels) from NARROW_FROM on.
 FUSED_WIDTH_CAP = 384
 
@@ -52,6 +56,11 @@ class TrainConfig:
     # from there on.
     propagate: Optional[List[str]] = None
     propagation_hops: int = 2
+    # LightEA's seed-label propagation (nn.SeedLabelPropagation) as one more
+    # modality, 'labels', of this width per hop; 0 = off. None: on (1024)
+    # for a structure-only model ('graph' and no 'name') below SAMPLED_FROM
+    # entities per KG, else off.
+    label_channels: Optional[int] = None
     # loss
     tau: float = 0.1
     alpha: float = 0.5
@@ -212,6 +221,13 @@ class TrainConfig:
             raise ConfigError(f'propagation_hops must be an int >= 1 (got '
                               f'{self.propagation_hops!r}); set propagate '
                               'to [] to switch propagation off')
+        if self.label_channels is not None and (
+                isinstance(self.label_channels, bool)
+                or not isinstance(self.label_channels, int)
+                or self.label_channels < 0):
+            raise ConfigError(f'label_channels must be an int >= 0 (got '
+                              f'{self.label_channels!r}); 0 switches seed-'
+                              'label propagation off')
         if self.patience < 0 or self.csls_k < 0:
             raise ConfigError('patience and csls_k must be >= 0')
 

@@ -2,6 +2,7 @@
 self-training, checkpoints and the run log, each in a module of its own."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,20 +24,31 @@ from ricea_pyg.io import atomic_save, atomic_write
 from ricea_pyg.loss import RICEALoss, dual_amn_loss, hard_negative_ids
 from ricea_pyg.metrics import evaluate_embeddings as _evaluate_embeddings
 from ricea_pyg.models.ricea import RICEA, ModelOutput
-from ricea_pyg.nn.propagation import FeaturePropagation, PropagationGraph
+from ricea_pyg.nn.propagation import (
+    FeaturePropagation,
+    PropagationGraph,
+    SeedLabelPropagation,
+)
 from ricea_pyg.train.checkpoint import (
     FORMAT_VERSION,
     load_checkpoint,
     rng_state,
     set_rng_state,
 )
-from ricea_pyg.train.config import ConfigError, TrainConfig
+from ricea_pyg.train.config import (
+    LABEL_CHANNELS,
+    LABELS,
+    SAMPLED_FROM,
+    ConfigError,
+    TrainConfig,
+)
 from ricea_pyg.train.iterative import SelfTraining
 from ricea_pyg.train.log import RunLog
 from ricea_pyg.train.schedule import StagedSchedule
 from ricea_pyg.train.selection import ModelSelector
 
-__all__ = ['Trainer', 'build_model', 'model_inputs', 'evaluate_embeddings']
+__all__ = ['Trainer', 'build_model', 'model_inputs', 'seed_labels',
+           'evaluate_embeddings']
 
 
 def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
@@ -50,6 +62,13 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
     else:
         sizes = (inputs['source'].num_nodes, inputs['target'].num_nodes)
         mods = config.modalities or list(inputs.modalities)
+    if config.label_channels is None:
+        structure_only = 'graph' in mods and 'name' not in mods
+        config = dataclasses.replace(config, label_channels=(
+            LABEL_CHANNELS if structure_only and max(sizes) < SAMPLED_FROM
+            else 0))
+    if config.label_channels and LABELS not in mods:
+        mods = list(mods) + [LABELS]
     config = config.resolve(*sizes, len(mods))
     if config.sampled and 'graph' in mods:
         if len(config.fanouts) != config.gat_layers:
@@ -63,7 +82,8 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
     return config
 
 
-def model_inputs(data: HeteroData, config: TrainConfig) -> PairInputs:
+def model_inputs(data: HeteroData, config: TrainConfig,
+                 seed_pairs: Optional[Tensor] = None) -> PairInputs:
     """:obj:`data` as the model that :obj:`config` describes reads it:
     :class:`PairInputs` of its modalities, with the features of
     ``config.propagate`` replaced by :class:`FeaturePropagation` over the
@@ -71,10 +91,14 @@ def model_inputs(data: HeteroData, config: TrainConfig) -> PairInputs:
     and ``ricea align`` all build their inputs here.
 
     A ``propagate`` left at None takes the default modalities the data
-    has; a modality named explicitly must be among the model's.
+    has; a modality named explicitly must be among the model's. With
+    ``label_channels`` > 0 the inputs get one more modality, ``'labels'``:
+    :class:`SeedLabelPropagation` of :obj:`seed_pairs` (default: the
+    data's training pairs), drawn with ``config.seed``.
     """
     inputs = PairInputs.from_data(data, config.modalities)
-    mods = resolve_config(inputs, config).propagate
+    resolved = resolve_config(inputs, config)
+    mods = resolved.propagate
     if config.propagate is None:
         mods = [m for m in mods if m in inputs.features]
     missing = [m for m in mods if m not in inputs.features]
@@ -84,12 +108,41 @@ def model_inputs(data: HeteroData, config: TrainConfig) -> PairInputs:
                           f'{sorted(inputs.features)}); remove them from '
                           'propagate')
     if mods:
-        graph = PropagationGraph(inputs.edge_index, inputs.edge_type,
-                                 inputs.num_entities, inputs.num_relations)
         propagation = FeaturePropagation(config.propagation_hops)
         for m in mods:
-            inputs.features[m] = propagation(inputs.features[m], graph)
+            inputs.features[m] = propagation(inputs.features[m],
+                                             _propagation_graph(inputs))
+    if resolved.label_channels:
+        if seed_pairs is None and ALIGN in data.edge_types:
+            seed_pairs = data[ALIGN].train_index
+        if seed_pairs is None or seed_pairs.numel() == 0:
+            raise ConfigError('label_channels > 0 needs seed pairs (the '
+                              "data's train_index is empty); set "
+                              'label_channels to 0')
+        inputs.modalities.append(LABELS)
+        inputs.features[LABELS] = seed_labels(inputs, seed_pairs, resolved)
+        inputs.mask = torch.cat([inputs.mask, inputs.mask.new_ones(
+            inputs.num_entities, 1)], dim=1)
     return inputs
+
+
+def _propagation_graph(inputs: PairInputs) -> PropagationGraph:
+    return inputs.cached('propagation_graph', lambda: PropagationGraph(
+        inputs.edge_index, inputs.edge_type, inputs.num_entities,
+        inputs.num_relations))
+
+
+def seed_labels(inputs: PairInputs, seed_pairs: Tensor,
+                config: TrainConfig) -> Tensor:
+    """The ``'labels'`` features of :obj:`inputs` for these ``[2, P]``
+    (source, target) seed pairs: :class:`SeedLabelPropagation` with the
+    resolved :obj:`config`'s width and hops, its labels drawn with
+    ``config.seed`` (so that evaluation rebuilds what training saw)."""
+    return SeedLabelPropagation(config.label_channels,
+                                config.propagation_hops)(
+        inputs.rows(seed_pairs.to(inputs.edge_index.device)),
+        _propagation_graph(inputs),
+        torch.Generator().manual_seed(config.seed))
 
 
 def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
@@ -205,6 +258,7 @@ class Trainer:
             self.log = _quiet
         split = data[ALIGN]
         self.train_pairs = split.train_index.clone()
+        self.best_train_pairs = self.train_pairs
         self.val_pairs, self.test_pairs = split.val_index, split.test_index
         # Gold counterparts, only to report how many added pairs are right.
         gold = torch.cat([split.train_index, split.val_index,
@@ -466,6 +520,7 @@ class Trainer:
             'self_training': (self.self_training.state_dict()
                               if self.self_training else None),
             'train_pairs': self.train_pairs, 'log': self.run_log.state_dict(),
+            'best_train_pairs': self.best_train_pairs,
             'modalities': self.inputs.modalities,
         }
 
@@ -475,6 +530,7 @@ class Trainer:
         # sizes (before they were chosen by size) compares equal.
         values = dict(state['config'])
         values.setdefault('propagate', [])  # saved before propagation
+        values.setdefault('label_channels', 0)
         saved = {k: v for k, v in resolve_config(self.inputs, TrainConfig
                                                  .from_dict(values))
                  .to_dict().items() if k != 'progress'}
@@ -497,7 +553,16 @@ class Trainer:
         if self.self_training is not None:
             self.self_training.load_state_dict(state['self_training'])
         self.train_pairs = state['train_pairs']
+        self.best_train_pairs = state.get('best_train_pairs',
+                                          self.train_pairs)
+        if LABELS in self.inputs.modalities:
+            self._refresh_labels()
         self.run_log.load_state_dict(state['log'])
+
+    def _refresh_labels(self) -> None:
+        """The seed-label features of the current training pairs."""
+        self.inputs.features[LABELS] = seed_labels(
+            self.inputs, self.train_pairs, self.config)
 
     def _checkpoint(self) -> None:
         if self.out_dir and self.rank == 0:
@@ -509,6 +574,8 @@ class Trainer:
                          'model': self.selector.best_state,
                          'config': self.requested_config.to_dict(),
                          'modalities': self.inputs.modalities,
+                         # what its seed labels were built from
+                         'train_pairs': self.best_train_pairs,
                          'epoch': self.epoch + 1, 'val': val},
                         self._path('best.pt'))
 
@@ -563,6 +630,8 @@ class Trainer:
         self.train_pairs, info = self.self_training.step(
             src, tgt, self.train_pairs,
             self.schedule.stage_epoch(self.epoch), gold=self.gold)
+        if 'added' in info and LABELS in self.inputs.modalities:
+            self._refresh_labels()  # LightEA: added pairs become seeds
         if 'added' in info:
             n, ok = info['added'], info['added_correct']
             self.log(f'iterative: added {n} pairs, {ok} correct '
@@ -573,6 +642,7 @@ class Trainer:
     def _validate(self, stage: int, embeddings=None) -> Dict[str, float]:
         val = self.evaluate('val', embeddings=embeddings)
         if self.selector.update(self.epoch + 1, stage, val, self.model):
+            self.best_train_pairs = self.train_pairs
             self._save_best(val)
         elif self.selector.stopped[stage]:
             self.log(f'early stop in stage {stage} at epoch {self.epoch + 1} '
@@ -593,6 +663,9 @@ class Trainer:
         c = self.config
         if self.selector.best_state is not None:
             self.model.load_state_dict(self.selector.best_state)
+            if LABELS in self.inputs.modalities:  # the inputs it was chosen on
+                self.inputs.features[LABELS] = seed_labels(
+                    self.inputs, self.best_train_pairs, self.config)
         emb = self.embeddings()  # once, for both scorings
         test = self.evaluate('test', embeddings=emb, one_to_one=True)
         # Large graphs: the configured score only (each costs index builds).

@@ -459,7 +459,8 @@ def test_inputs_propagate_text_modalities_by_default(data):
     assert one.features['img'].size(1) == 2 * raw.features['img'].size(1)
     assert torch.equal(one.features['name'], raw.features['name'])
     # The default skips what the model does not read; a named one must be.
-    quiet_mods = model_inputs(data, small_config(modalities=['graph', 'rel']))
+    quiet_mods = model_inputs(data, small_config(modalities=['graph', 'rel'],
+                                                 label_channels=0))
     assert set(quiet_mods.features) == {'rel'}
     with pytest.raises(ConfigError, match=r"propagate names \['name'\]"):
         model_inputs(data, small_config(modalities=['graph', 'rel'],
@@ -475,3 +476,29 @@ def test_resume_refuses_a_checkpoint_from_before_propagation(data, tmp_path):
     with pytest.raises(ValueError, match='propagate'):
         Trainer(data, small_config(epochs=1), log=quiet).load_state_dict(
             state)
+
+
+def test_structure_only_inputs_get_seed_labels(data):
+    from ricea_pyg.data import ALIGN, PairInputs
+    from ricea_pyg.nn import PropagationGraph, SeedLabelPropagation
+    from ricea_pyg.train import model_inputs
+    config = small_config(modalities=['graph', 'rel'])
+    inputs = model_inputs(data, config)
+    assert inputs.modalities == ['graph', 'rel', 'labels']
+    assert inputs.mask.shape == (inputs.num_entities, 3)
+    raw = PairInputs.from_data(data, ['graph', 'rel'])
+    graph = PropagationGraph(raw.edge_index, raw.edge_type,
+                             raw.num_entities, raw.num_relations)
+    ref = SeedLabelPropagation(1024, 2)(
+        raw.rows(data[ALIGN].train_index), graph,
+        torch.Generator().manual_seed(config.seed))
+    assert torch.equal(inputs.features['labels'], ref)
+    t = Trainer(data, config, log=quiet)
+    assert t.config.label_channels == 1024
+    assert t.model.modalities == ['graph', 'rel', 'labels']
+    # With names, or switched off, there is no labels modality.
+    assert 'labels' not in model_inputs(data, small_config()).modalities
+    assert 'labels' not in model_inputs(data, small_config(
+        modalities=['graph', 'rel'], label_channels=0)).modalities
+    with pytest.raises(ConfigError, match='label_channels'):
+        TrainConfig(label_channels=-1)

@@ -54,15 +54,20 @@ class StructureModel(torch.nn.Module):
         return self.encoder(self.entity.weight, graph)
 
 
-def run(pair: str, seed: int, args, device) -> dict:
+def load(pair: str, args, device, adjacency):
+    """The pair's split, its inputs, and :obj:`adjacency` (a graph class)
+    built over both KGs on :obj:`device`."""
     data = DBP15K(args.root, pair, modalities=['graph', 'rel'], names=None,
                   seed=0, log=False)[0]
-    split = data[ALIGN]
     inputs = PairInputs.from_data(data, ['graph'])
+    graph = adjacency(inputs.edge_index, inputs.edge_type,
+                      inputs.num_entities, inputs.num_relations).to(device)
+    return data[ALIGN], inputs, graph
+
+
+def run(pair: str, seed: int, args, device) -> dict:
+    split, inputs, graph = load(pair, args, device, RelationalAdjacency)
     n_s = inputs.num_source
-    graph = RelationalAdjacency(inputs.edge_index, inputs.edge_type,
-                                inputs.num_entities,
-                                inputs.num_relations).to(device)
     torch.manual_seed(seed)
     model = StructureModel(inputs.num_entities, inputs.num_relations,
                            args.channels, args.layers, args.dropout).to(device)
@@ -157,14 +162,8 @@ def run_labels(pair: str, seed: int, args, device) -> dict:
     """No training: `SeedLabelPropagation` of the training pairs (LightEA's
     label propagation without its third view). Bootstrapping adds mutual
     nearest neighbours as seeds and propagates again."""
-    data = DBP15K(args.root, pair, modalities=['graph', 'rel'], names=None,
-                  seed=0, log=False)[0]
-    split = data[ALIGN]
-    inputs = PairInputs.from_data(data, ['graph'])
+    split, inputs, graph = load(pair, args, device, PropagationGraph)
     n_s = inputs.num_source
-    graph = PropagationGraph(inputs.edge_index, inputs.edge_type,
-                             inputs.num_entities,
-                             inputs.num_relations).to(device)
     propagate = SeedLabelPropagation(args.label_channels, args.layers)
     train = split.train_index.clone()
     start = time.perf_counter()

@@ -20,27 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ricea_pyg.nn.relational import check_triples
 from ricea_pyg.nn.structure import CSRPattern, csr_spmm
 
 __all__ = ['PropagationGraph', 'FeaturePropagation', 'SeedLabelPropagation']
-
-
-def _check_graph(edge_index: Tensor, edge_type: Tensor, num_nodes: int,
-                 num_relations: int) -> None:
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f'edge_index must be [2, E] (got shape '
-                         f'{tuple(edge_index.shape)})')
-    if edge_type.shape != edge_index.shape[1:]:
-        raise ValueError(f'edge_type must be [E] = [{edge_index.size(1)}] '
-                         f'(got shape {tuple(edge_type.shape)})')
-    if edge_index.numel() and (edge_index.min() < 0
-                               or edge_index.max() >= num_nodes):
-        raise ValueError(f'edge_index refers to entities outside [0, '
-                         f'{num_nodes}); pass the right num_nodes')
-    if edge_type.numel() and (edge_type.min() < 0
-                              or edge_type.max() >= num_relations):
-        raise ValueError(f'edge_type has ids outside [0, {num_relations}); '
-                         f'pass the right num_relations')
 
 
 class PropagationGraph:
@@ -75,7 +58,7 @@ class PropagationGraph:
     def __init__(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int,
                  num_relations: int):
         edge_index, edge_type = edge_index.long(), edge_type.long()
-        _check_graph(edge_index, edge_type, num_nodes, num_relations)
+        check_triples(edge_index, edge_type, num_nodes, num_relations)
         self.num_nodes, self.num_relations = int(num_nodes), int(num_relations)
         head, tail = edge_index
         dev = edge_index.device

@@ -31,6 +31,27 @@ __all__ = ['RelationalAdjacency', 'RelationalReflectionConv',
            'RelationAwareEncoder']
 
 
+def check_triples(edge_index: Tensor, edge_type: Tensor, num_nodes: int,
+                  num_relations: int) -> None:
+    """Raises a ValueError that names the fix if ``[2, E]`` triples and
+    their ``[E]`` relation ids do not fit :obj:`num_nodes` entities and
+    :obj:`num_relations` relations."""
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f'edge_index must be [2, E] (got shape '
+                         f'{tuple(edge_index.shape)})')
+    if edge_type.shape != edge_index.shape[1:]:
+        raise ValueError(f'edge_type must be [E] = [{edge_index.size(1)}] '
+                         f'(got shape {tuple(edge_type.shape)})')
+    if edge_index.numel() and (edge_index.min() < 0
+                               or edge_index.max() >= num_nodes):
+        raise ValueError(f'edge_index refers to nodes outside [0, '
+                         f'{num_nodes}); pass the right num_nodes')
+    if edge_type.numel() and (edge_type.min() < 0
+                              or edge_type.max() >= num_relations):
+        raise ValueError(f'edge_type has ids outside [0, {num_relations}); '
+                         f'pass the right num_relations')
+
+
 class RelationalAdjacency:
     r"""A KG's triples prepared once for :class:`RelationalReflectionConv`
     and :class:`RelationAwareEncoder`.
@@ -65,22 +86,9 @@ class RelationalAdjacency:
 
     def __init__(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int,
                  num_relations: int):
-        if edge_index.dim() != 2 or edge_index.size(0) != 2:
-            raise ValueError(f'edge_index must be [2, E] (got '
-                             f'{list(edge_index.shape)})')
-        if edge_type.shape != edge_index.shape[1:]:
-            raise ValueError(f'edge_type must be [E] = '
-                             f'[{edge_index.size(1)}] (got '
-                             f'{list(edge_type.shape)})')
+        check_triples(edge_index, edge_type, num_nodes, num_relations)
         head, tail = edge_index.long()
         rel = edge_type.long()
-        if rel.numel() and (rel.min() < 0 or rel.max() >= num_relations):
-            raise ValueError(f'edge_type has ids outside [0, {num_relations})'
-                             f'; pass the right num_relations')
-        if head.numel() and (edge_index.min() < 0
-                             or edge_index.max() >= num_nodes):
-            raise ValueError(f'edge_index refers to nodes outside [0, '
-                             f'{num_nodes}); pass the right num_nodes')
         n, t = num_nodes, 2 * num_relations
         self.num_nodes, self.num_relations = n, num_relations
         src = torch.cat([head, tail])

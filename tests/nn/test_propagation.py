@@ -10,16 +10,7 @@ from ricea_pyg.nn.propagation import (
     SeedLabelPropagation,
 )
 
-R = 3
-
-
-def tiny_triples():
-    """6 entities, 3 relations; a duplicate triple, two relations between
-    one pair, a self-loop triple and an isolated entity (5)."""
-    edge_index = torch.tensor([[0, 0, 0, 1, 2, 3, 3, 4],
-                               [1, 1, 1, 2, 0, 4, 3, 0]])
-    edge_type = torch.tensor([0, 0, 2, 1, 1, 2, 0, 1])
-    return edge_index, edge_type, 6
+from .test_relational import R, tiny_triples
 
 
 def dense_weighted(edge_index, edge_type, n):

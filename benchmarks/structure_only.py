@@ -65,6 +65,17 @@ def load(pair: str, args, device, adjacency):
     return data[ALIGN], inputs, graph
 
 
+def bootstrapping(args, split):
+    """The rounds' pair finder, and the gold counterparts of the
+    unaligned pairs (read only to count how many added pairs are right)."""
+    boot = SelfTraining(every=1, add_every=1, min_rounds=1,
+                        csls_k=args.csls_k, progress=False,
+                        min_margin=args.bootstrap_min_margin)
+    gold = dict(zip(*torch.cat([split.val_index, split.test_index],
+                               1).tolist()))
+    return boot, gold
+
+
 def run(pair: str, seed: int, args, device) -> dict:
     split, inputs, graph = load(pair, args, device, RelationalAdjacency)
     n_s = inputs.num_source
@@ -121,11 +132,7 @@ def run(pair: str, seed: int, args, device) -> dict:
     epochs(args.epochs, 1)
     one_pass = {'epoch': best['epoch'], 'val': best['val'],
                 'state': best['state']}
-    boot = SelfTraining(every=1, add_every=1, min_rounds=1,
-                        csls_k=args.csls_k, progress=False,
-                        min_margin=args.bootstrap_min_margin)
-    gold = dict(zip(*torch.cat([split.val_index, split.test_index],
-                               1).tolist()))
+    boot, gold = bootstrapping(args, split)
     added = []
     for r in range(args.bootstrap_rounds):
         src, tgt = embed()
@@ -191,11 +198,7 @@ def run_labels(pair: str, seed: int, args, device) -> dict:
            'config': {k: v for k, v in vars(args).items()
                       if k not in ('pairs', 'seeds', 'results', 'root')}}
     if args.bootstrap_rounds:
-        boot = SelfTraining(every=1, add_every=1, min_rounds=1,
-                            csls_k=args.csls_k, progress=False,
-                            min_margin=args.bootstrap_min_margin)
-        gold = dict(zip(*torch.cat([split.val_index, split.test_index],
-                                   1).tolist()))
+        boot, gold = bootstrapping(args, split)
         added = []
         for r in range(args.bootstrap_rounds):
             train, info = boot.step(src.cpu(), tgt.cpu(), train, r,

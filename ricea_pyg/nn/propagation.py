@@ -151,10 +151,17 @@ class FeaturePropagation(torch.nn.Module):
         if not bool(torch.isfinite(x).all()):
             raise ValueError('x has NaN or infinite entries; fill or mask '
                              'them before propagating')
-        out = [F.normalize(x.float(), dim=1)]
-        for _ in range(self.hops):
-            out.append(F.normalize(graph.smooth(out[-1]), dim=1))
-        return torch.cat(out, dim=1) / math.sqrt(self.hops + 1)
+        # Hops written into one preallocated output: peak memory is the
+        # output plus one hop, not twice the output.
+        width = x.size(1)
+        out = x.new_empty(x.size(0), (self.hops + 1) * width,
+                          dtype=torch.float32)
+        h = F.normalize(x.float(), dim=1)
+        out[:, :width] = h
+        for k in range(1, self.hops + 1):
+            h = F.normalize(graph.smooth(h), dim=1)
+            out[:, k * width:(k + 1) * width] = h
+        return out.div_(math.sqrt(self.hops + 1))
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(hops={self.hops})'

@@ -11,10 +11,11 @@ from ricea_pyg.train.trainer import (
     evaluate_embeddings,
     model_inputs,
     resolve_config,
+    seed_labels,
 )
 
 __all__ = ['TrainConfig', 'ConfigError', 'Trainer', 'build_model',
-           'model_inputs',
+           'model_inputs', 'seed_labels',
            'resolve_config',
            'StagedSchedule', 'ModelSelector', 'SelfTraining',
            'persisting_pairs', 'RunLog', 'evaluate_embeddings', 'atomic_save',

@@ -188,10 +188,12 @@ class SeedLabelPropagation(torch.nn.Module):
     with :math:`\mathbf{y}_p \in \mathbb{R}^d` random unit vectors,
     :math:`\mathbf{A}` the neighbour counts and :math:`\mathbf{B}` the
     entity–relation incidence of :class:`PropagationGraph`. Two entities
-    whose neighbourhoods reach the same seed pairs through the same
-    relations get similar rows. Hop 0 is left out: it holds only the seeds'
-    own labels, which the pairs to be found do not have. LightEA's third
-    view (relation-weighted edges) is not included.
+    whose neighbourhoods reach the same seed pairs get similar rows; the
+    relation view lets a relation of each KG carry the labels of the
+    seeds around it, so that relations that link the same seeds match.
+    Hop 0 is left out: it holds only the seeds' own labels, which the pairs
+    to be found do not have. LightEA's third view (relation-weighted edges)
+    is not included.
 
     Args:
         channels (int): Label dimension :math:`d`. Random labels are close

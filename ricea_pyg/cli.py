@@ -587,11 +587,8 @@ def _restore(args):
         data, digests = open_dataset(spec)
         if check:
             _check_files(*checks, digests=digests)
-    values = dict(state['config'])
-    # Checkpoints from before propagation trained without it.
-    values.setdefault('propagate', [])
-    values.setdefault('label_channels', 0)
-    config = TrainConfig.from_dict(values, source=args.checkpoint)
+    config = TrainConfig.from_checkpoint(state['config'],
+                                         source=args.checkpoint)
     if 'modalities' in state:  # the data's modalities it read; the labels
         # modality is derived, not read
         config = dataclasses.replace(config, modalities=[

@@ -333,6 +333,14 @@ class TrainConfig:
             raise ConfigError(f'{source}: {e}') from None
 
     @classmethod
+    def from_checkpoint(cls, values: Dict[str, Any], source: str = 'checkpoint'
+                        ) -> TrainConfig:
+        """A checkpoint's saved config; one saved before input
+        propagation existed trained without it."""
+        values = {'propagate': [], 'label_channels': 0, **values}
+        return cls.from_dict(values, source=source)
+
+    @classmethod
     def from_file(cls, path: str, **overrides) -> TrainConfig:
         """JSON (``.json``) or TOML (``.toml``); :obj:`overrides` win."""
         if not os.path.isfile(path):

@@ -528,11 +528,8 @@ class Trainer:
         # Through TrainConfig, so that a field added since fills its default.
         # Resolved for this data, so that a checkpoint that recorded the
         # sizes (before they were chosen by size) compares equal.
-        values = dict(state['config'])
-        values.setdefault('propagate', [])  # saved before propagation
-        values.setdefault('label_channels', 0)
-        saved = {k: v for k, v in resolve_config(self.inputs, TrainConfig
-                                                 .from_dict(values))
+        saved = {k: v for k, v in resolve_config(
+            self.inputs, TrainConfig.from_checkpoint(state['config']))
                  .to_dict().items() if k != 'progress'}
         now = {k: v for k, v in self.config.to_dict().items()
                if k != 'progress'}

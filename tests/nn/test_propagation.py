@@ -25,15 +25,17 @@ def dense_weighted(edge_index, edge_type, n):
 
 
 def dense_views(edge_index, edge_type, n):
-    """Neighbour counts and entity-relation incidence, by loops."""
+    """Neighbour counts, the binary entity-relation incidence and the
+    relations of each directed edge ``[n, n, 2R]``, by loops."""
     a = torch.zeros(n, n)
     b = torch.zeros(n, 2 * R)
+    w = torch.zeros(n, n, 2 * R)
     for (h, t), r in zip(edge_index.t().tolist(), edge_type.tolist()):
         a[h, t] += 1
         a[t, h] += 1
-        b[h, r] += 1
-        b[t, r + R] += 1
-    return a, b
+        b[h, r] = b[t, r + R] = 1
+        w[h, t, r] = w[t, h, r + R] = 1
+    return a, b, w
 
 
 def test_graph_matches_dense_reference():
@@ -42,11 +44,13 @@ def test_graph_matches_dense_reference():
     x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(graph.smooth(x), dense_weighted(ei, et, n) @ x,
                           atol=1e-6)
-    a, b = dense_views(ei, et, n)
+    a, b, w = dense_views(ei, et, n)
     assert torch.allclose(graph.neighbours.matrix(graph.neighbour_count)
                           .to_dense(), a)
-    assert torch.allclose(graph.incidence.matrix(graph.incidence_count)
-                          .to_dense(), b)
+    assert torch.allclose(graph.incidence.matrix().to_dense(), b)
+    rels = graph.neighbour_relations.matrix().to_dense()
+    pos = graph.neighbours.row * n + graph.neighbours.col
+    assert torch.equal(rels, w.reshape(n * n, 2 * R)[pos])
     assert 'num_nodes=6' in repr(graph)
 
 
@@ -97,27 +101,50 @@ def test_feature_propagation_bad_input():
         PropagationGraph(ei, et, n, 2)
 
 
-def test_seed_labels_match_dense_reference():
+def lightea_reference(ei, et, n, seeds, d, hops, heads, m, gen):
+    """LightEA's three views written out densely, every product formed."""
+    labels = F.normalize(torch.randn(seeds.size(1), d, generator=gen), dim=1)
+    u = F.normalize(torch.randn((hops + 1) * d, heads, generator=gen), dim=1)
+    v = F.normalize(torch.randn((hops + 1) * d, heads, m, generator=gen),
+                    dim=2)
+    a, b, w = dense_views(ei, et, n)
+    a = a + torch.diag(2 * a.sum(1))
+    swap = torch.cat([torch.arange(R, 2 * R), torch.arange(R)])
+    ent = torch.zeros(n, d)
+    ent[seeds[0]] = labels
+    ent[seeds[1]] = labels
+    rel = torch.zeros(2 * R, d)
+    ents, rels = [ent], [rel]
+    for _ in range(hops):
+        ent, rel = (F.normalize(a @ ent + b @ rel[swap], dim=1),
+                    F.normalize(b.t() @ ent, dim=1))
+        ents.append(ent)
+        rels.append(rel)
+    e = F.normalize(torch.cat(ents, 1), dim=1)
+    r = F.normalize(torch.cat(rels, 1), dim=1)
+    edge = w @ (r @ u)  # [n, n, heads]
+    out = torch.stack([edge[:, :, h] @ (e @ v[:, h]) for h in range(heads)],
+                      dim=1)
+    return F.normalize(out.reshape(n, heads * m), dim=1)
+
+
+@pytest.mark.parametrize('hops', [1, 2])
+def test_seed_labels_match_dense_reference(hops, monkeypatch):
+    from ricea_pyg.nn import propagation
+    monkeypatch.setattr(propagation, '_BLOCK_COLUMNS', 8)  # several blocks
     ei, et, n = tiny_triples()
     graph = PropagationGraph(ei, et, n, R)
     seeds = torch.tensor([[0, 2], [3, 4]])
-    out = SeedLabelPropagation(channels=8, hops=2)(
-        seeds, graph, torch.Generator().manual_seed(3))
-    labels = F.normalize(torch.randn(2, 8, generator=torch.Generator()
-                                     .manual_seed(3)), dim=1)
-    ent = torch.zeros(n, 8)
-    ent[seeds[0]] = labels
-    ent[seeds[1]] = labels
-    rel = torch.zeros(2 * R, 8)
-    a, b = dense_views(ei, et, n)
-    hops = []
-    for _ in range(2):
-        ent, rel = (F.normalize(a @ ent + b @ rel, dim=1),
-                    F.normalize(b.t() @ ent, dim=1))
-        hops.append(ent)
-    ref = torch.cat(hops, dim=1) / math.sqrt(2)
-    assert out.shape == (n, 16)
-    assert torch.allclose(out, ref, atol=1e-6)
+    layer = SeedLabelPropagation(channels=8, hops=hops, heads=5,
+                                 head_channels=3)
+    out = layer(seeds, graph, torch.Generator().manual_seed(3))
+    ref = lightea_reference(ei, et, n, seeds, 8, hops, 5, 3,
+                            torch.Generator().manual_seed(3))
+    assert out.shape == (n, 15) and layer.out_channels == 15
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.isfinite(out).all()
+    assert repr(layer) == (f'SeedLabelPropagation(8, hops={hops}, heads=5, '
+                           'head_channels=3)')
 
 
 def test_seed_labels_find_counterparts_in_an_isomorphic_copy():
@@ -133,9 +160,12 @@ def test_seed_labels_find_counterparts_in_an_isomorphic_copy():
     graph = PropagationGraph(ei, et, 2 * n1, 2 * R)
     seeded = torch.arange(0, n1, 3)
     seeds = torch.stack([seeded, perm[seeded] + n1])
-    out = SeedLabelPropagation(channels=16, hops=2)(seeds, graph, gen)
+    out = SeedLabelPropagation(channels=16, hops=2, heads=8)(seeds, graph,
+                                                              gen)
     assert torch.allclose(out[:n1], out[perm + n1], atol=1e-5)
     with pytest.raises(ValueError, match='seed_pairs'):
         SeedLabelPropagation()(torch.tensor([[0], [99]]), graph)
     with pytest.raises(ValueError, match='channels'):
         SeedLabelPropagation(channels=0)
+    with pytest.raises(ValueError, match='heads'):
+        SeedLabelPropagation(heads=0)

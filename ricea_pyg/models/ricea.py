@@ -7,6 +7,7 @@ from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from ricea_pyg.data.inputs import PairInputs
 from ricea_pyg.data.sampling import SampledSubgraph
@@ -97,6 +98,12 @@ class RICEA(torch.nn.Module):
         sparse_grad (bool): Sparse gradients for the entity table (for
             mini-batch training with :class:`torch.optim.SparseAdam`: only
             the rows a batch touches are updated). (default: :obj:`False`)
+        checkpoint_fusion (bool): In training, keep none of the fusion's
+            activations and recompute them in the backward pass
+            (:func:`torch.utils.checkpoint.checkpoint`): the same
+            gradients, for a second fusion forward per step. ADC's keeps
+            about 12 times its input (0.4 GiB for a batch of 3,500 pairs at
+            :math:`M = 4, d = 300`). (default: :obj:`True`)
 
     Shapes:
         - **input:** :class:`PairInputs`, optional row index ``[n]``
@@ -111,8 +118,9 @@ class RICEA(torch.nn.Module):
                  gat_layers: int = 2, gat_heads: int = 2,
                  gat_diag: bool = True, dropout: float = 0.0,
                  structure_encoder: str = 'gat', num_relations: int = 0,
-                 sparse_grad: bool = False):
+                 sparse_grad: bool = False, checkpoint_fusion: bool = True):
         super().__init__()
+        self.checkpoint_fusion = checkpoint_fusion
         self.modalities = list(modalities)
         self.num_entities, self.channels = num_entities, channels
         missing = [m for m in self.modalities
@@ -222,7 +230,12 @@ class RICEA(torch.nn.Module):
                 graph_rows: bool = False) -> ModelOutput:
         x = self.modality_embeddings(inputs, index, graph, graph_rows)
         mask = inputs.mask if index is None else inputs.mask[index]
-        out = self.fusion.forward_full(x, mask)
+        if self.checkpoint_fusion and self.training and \
+                torch.is_grad_enabled():
+            out = checkpoint(self.fusion.forward_full, x, mask,
+                             use_reentrant=False)
+        else:
+            out = self.fusion.forward_full(x, mask)
         return ModelOutput(out.fused, x, mask, out.weights, out.uncertainty,
                            out.aux, out.query, out.key)
 

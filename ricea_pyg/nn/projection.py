@@ -60,7 +60,10 @@ class ModalityProjection(torch.nn.Module):
             if m not in self.lins:
                 raise KeyError(f'no projection for modality {m!r} (have '
                                f'{sorted(self.lins)})')
-            out[m] = self.lins[m](x if index is None else x[index])
+            lin = self.lins[m]
+            x = x if index is None else x[index]
+            # Features may be stored narrower than the weights (float16).
+            out[m] = lin(x.to(lin.weight.dtype))
         return out
 
     def __repr__(self) -> str:

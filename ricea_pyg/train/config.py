@@ -21,7 +21,8 @@ NARROW_FROM = 300_000
 PROPAGATED_BY_DEFAULT = ('name', 'char')
 #: The modality that seed-label propagation adds (not a data modality).
 LABELS = 'labels'
-#: Width per hop of the seed labels when ``label_channels`` is None.
+#: Width of the random seed labels (LightEA's ``ent_dim``) when
+#: ``label_channels`` is None.
 LABEL_CHANNELS = 1024
 #: Widest fused embedding (modalities x channels) from NARROW_FROM on.
 FUSED_WIDTH_CAP = 384
@@ -57,7 +58,8 @@ class TrainConfig:
     propagate: Optional[List[str]] = None
     propagation_hops: int = 2
     # LightEA's seed-label propagation (nn.SeedLabelPropagation) as one more
-    # modality, 'labels', of this width per hop; 0 = off. None: on (1024)
+    # modality, 'labels' (8192 wide), from random labels of this width;
+    # 0 = off. None: on (1024)
     # for a structure-only model ('graph' and no 'name') below SAMPLED_FROM
     # entities per KG, else off.
     label_channels: Optional[int] = None

@@ -87,8 +87,9 @@ def model_inputs(data: HeteroData, config: TrainConfig,
     """:obj:`data` as the model that :obj:`config` describes reads it:
     :class:`PairInputs` of its modalities, with the features of
     ``config.propagate`` replaced by :class:`FeaturePropagation` over the
-    triples (``propagation_hops + 1`` times as wide). Training, evaluation
-    and ``ricea align`` all build their inputs here.
+    triples (``propagation_hops + 1`` times as wide, stored as
+    :data:`PROPAGATED_DTYPE`). Training, evaluation and ``ricea align`` all
+    build their inputs here.
 
     A ``propagate`` left at None takes the default modalities the data
     has; a modality named explicitly must be among the model's. With
@@ -110,8 +111,9 @@ def model_inputs(data: HeteroData, config: TrainConfig,
     if mods:
         propagation = FeaturePropagation(config.propagation_hops)
         for m in mods:
-            inputs.features[m] = propagation(inputs.features[m],
-                                             _propagation_graph(inputs))
+            inputs.features[m] = propagation(
+                inputs.features[m], _propagation_graph(inputs)).to(
+                    PROPAGATED_DTYPE)
     if resolved.label_channels:
         if seed_pairs is None and ALIGN in data.edge_types:
             seed_pairs = data[ALIGN].train_index
@@ -124,6 +126,13 @@ def model_inputs(data: HeteroData, config: TrainConfig,
         inputs.mask = torch.cat([inputs.mask, inputs.mask.new_ones(
             inputs.num_entities, 1)], dim=1)
     return inputs
+
+
+#: Storage type of the propagated features and seed labels: their rows are
+#: unit vectors, so float16 keeps a relative error of 2^-11 in half the
+#: memory (0.65 -> 0.33 GB of name and bigram features on DBP15K); the
+#: projections compute in float32.
+PROPAGATED_DTYPE = torch.float16
 
 
 def _propagation_graph(inputs: PairInputs) -> PropagationGraph:
@@ -142,7 +151,7 @@ def seed_labels(inputs: PairInputs, seed_pairs: Tensor,
                                 config.propagation_hops)(
         inputs.rows(seed_pairs.to(inputs.edge_index.device)),
         _propagation_graph(inputs),
-        torch.Generator().manual_seed(config.seed))
+        torch.Generator().manual_seed(config.seed)).to(PROPAGATED_DTYPE)
 
 
 def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:

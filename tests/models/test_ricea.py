@@ -104,3 +104,42 @@ def test_relational_structure_encoder_reads_relation_types(data):
         RICEA(10, {}, ['graph'], structure_encoder='relational')
     with pytest.raises(ValueError, match="'gat' or 'relational'"):
         RICEA(10, {}, ['graph'], structure_encoder='gcn')
+
+
+@pytest.mark.parametrize('fusion', ['adc', 'meaformer'])
+def test_checkpointed_fusion_gives_the_same_gradients(data, fusion,
+                                                       monkeypatch):
+    import ricea_pyg.models.ricea as module
+    calls = []
+    monkeypatch.setattr(module, 'checkpoint', lambda *a, **k: calls.append(
+        1) or torch.utils.checkpoint.checkpoint(*a, **k))
+    inp = PairInputs.from_data(data)
+    idx = torch.arange(0, 40)
+    grads = []
+    for flag in (False, True):
+        torch.manual_seed(0)
+        model = RICEA.from_inputs(inp, channels=8, fusion=fusion,
+                                  checkpoint_fusion=flag)
+        out = model(inp, idx)
+        loss = out.fused.square().sum() + out.x.sum()
+        for term in out.aux.terms().values():  # ADC's weights are detached
+            if term.requires_grad:
+                loss = loss + term.square().sum()
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()
+                      if p.grad is not None})
+    assert calls == [1]  # only the second model checkpoints
+    assert grads[0].keys() == grads[1].keys()
+    assert any(n.startswith('fusion.') for n in grads[0])
+    for n, g in grads[0].items():
+        assert torch.allclose(g, grads[1][n], atol=1e-6), n
+
+
+def test_projection_reads_float16_features(data):
+    inp = PairInputs.from_data(data, ['graph', 'rel'])
+    model = RICEA.from_inputs(inp, channels=8, fusion='concat')
+    full = model.embed(inp).fused
+    inp.features['rel'] = inp.features['rel'].half()
+    half = model.embed(inp).fused
+    assert half.dtype == torch.float32
+    assert torch.allclose(full, half, atol=1e-3)

@@ -191,7 +191,10 @@ def render(results, path, command):
         'same plus the `labels` modality, LightEA-style seed-label '
         'propagation (`TrainConfig.label_channels`, the default for a '
         'structure-only model since 2026-11-30; in iterative mode the '
-        'added pairs become seeds too). No '
+        'added pairs become seeds too). *no names, two-view labels*: rows '
+        'of *no names, labels* measured before `SeedLabelPropagation` had '
+        "LightEA's third view (their commands name the setting as it was "
+        'then called). No '
         'image or attribute features exist in the shared data. '
         '*…, iterative*: the same first stage, then a second stage of '
         '`TrainConfig.iter_epochs` epochs at lr × `iter_lr_factor` in which '

@@ -167,11 +167,12 @@ def run(pair: str, seed: int, args, device) -> dict:
 
 def run_labels(pair: str, seed: int, args, device) -> dict:
     """No training: `SeedLabelPropagation` of the training pairs (LightEA's
-    label propagation without its third view). Bootstrapping adds mutual
+    three-view label propagation). Bootstrapping adds mutual
     nearest neighbours as seeds and propagates again."""
     split, inputs, graph = load(pair, args, device, PropagationGraph)
     n_s = inputs.num_source
-    propagate = SeedLabelPropagation(args.label_channels, args.layers)
+    propagate = SeedLabelPropagation(args.label_channels, args.layers,
+                                     heads=args.label_heads)
     train = split.train_index.clone()
     start = time.perf_counter()
 
@@ -241,6 +242,9 @@ def main() -> None:
                    'SeedLabelPropagation (--layers hops, --label-channels '
                    'wide), reseeded after each bootstrap round')
     p.add_argument('--label-channels', type=int, default=1024)
+    p.add_argument('--label-heads', type=int, default=512,
+                   help="the third view's heads (rows without this key "
+                   'predate the third view)')
     p.add_argument('--results', default=None, help='JSON lines file')
     args = p.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

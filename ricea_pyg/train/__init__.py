@@ -6,6 +6,7 @@ from ricea_pyg.train.log import RunLog
 from ricea_pyg.train.schedule import StagedSchedule
 from ricea_pyg.train.selection import ModelSelector
 from ricea_pyg.train.trainer import (
+    PROPAGATED_DTYPE,
     Trainer,
     build_model,
     evaluate_embeddings,
@@ -15,7 +16,7 @@ from ricea_pyg.train.trainer import (
 )
 
 __all__ = ['TrainConfig', 'ConfigError', 'Trainer', 'build_model',
-           'model_inputs', 'seed_labels',
+           'model_inputs', 'seed_labels', 'PROPAGATED_DTYPE',
            'resolve_config',
            'StagedSchedule', 'ModelSelector', 'SelfTraining',
            'persisting_pairs', 'RunLog', 'evaluate_embeddings', 'atomic_save',

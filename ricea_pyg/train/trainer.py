@@ -48,6 +48,7 @@ from ricea_pyg.train.schedule import StagedSchedule
 from ricea_pyg.train.selection import ModelSelector
 
 __all__ = ['Trainer', 'build_model', 'model_inputs', 'seed_labels',
+           'PROPAGATED_DTYPE',
            'evaluate_embeddings']
 
 

@@ -24,6 +24,7 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
@@ -162,7 +163,45 @@ def run(pair: str, seed: int, args, device) -> dict:
         out['bootstrap'] = {'best_epoch': best['epoch'],
                             'val_hits1': best['val']['hits@1'],
                             'added': added, 'test': test(best['state'])}
+    if args.label_weights:  # the trained embedding beside the seed labels
+        labels_graph = PropagationGraph(inputs.edge_index, inputs.edge_type,
+                                        inputs.num_entities,
+                                        inputs.num_relations).to(device)
+        out['one_pass']['with_labels'] = with_labels(
+            model, one_pass['state'], embed, split.train_index, inputs,
+            labels_graph, split, seed, args, device)
+        if args.bootstrap_rounds:
+            out['bootstrap']['with_labels'] = with_labels(
+                model, best['state'], embed, train, inputs, labels_graph,
+                split, seed, args, device)
     return out
+
+
+def with_labels(model, state, embed, pairs, inputs, graph, split, seed,
+                args, device) -> dict:
+    """The model's embedding h and the training-free seed labels l of
+    :obj:`pairs`, scored side by side as [sqrt(1 - g) h ; sqrt(g) l]; g from
+    --label-weights, chosen on validation MRR; the test read once."""
+    model.load_state_dict(state)
+    h = F.normalize(torch.cat(embed()), dim=1)
+    labels = SeedLabelPropagation(args.label_channels, args.layers,
+                                  heads=args.label_heads)(
+        inputs.rows(pairs), graph, torch.Generator().manual_seed(seed))
+    n_s = inputs.num_source
+
+    def side_by_side(g):
+        e = torch.cat([h * (1 - g) ** 0.5, labels * g ** 0.5], dim=1)
+        return e[:n_s], e[n_s:]
+
+    val = {g: evaluate_embeddings(*side_by_side(g), split.val_index.to(
+        device), csls_k=args.csls_k) for g in args.label_weights}
+    g = max(val, key=lambda k: val[k]['mrr'])
+    m = evaluate_embeddings(*side_by_side(g), split.test_index.to(device),
+                            csls_k=args.csls_k, one_to_one=True)
+    return {'label_weight': g, 'val_hits1': {str(k): v['hits@1']
+                                             for k, v in val.items()},
+            'test': {k: m[k] for k in ('hits@1', 'hits@10', 'mrr',
+                                       'one_to_one_hits@1')}}
 
 
 def run_labels(pair: str, seed: int, args, device) -> dict:
@@ -245,6 +284,10 @@ def main() -> None:
     p.add_argument('--label-heads', type=int, default=512,
                    help="the third view's heads (rows without this key "
                    'predate the third view)')
+    p.add_argument('--label-weights', type=float, nargs='*', default=[],
+                   help='dual-amn: also score the trained embedding beside '
+                   'the seed labels with these weights g of the labels, g '
+                   'chosen on validation')
     p.add_argument('--results', default=None, help='JSON lines file')
     args = p.parse_args()
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')

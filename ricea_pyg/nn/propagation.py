@@ -285,7 +285,7 @@ class SeedLabelPropagation(torch.nn.Module):
 
         # The d-wide views: the relation features, and the row norms that
         # the projected labels reuse.
-        ent, rel = views.seed(labels, seeds, d)
+        ent, rel = views.seed(labels, seeds)
         rel_hops, ent_norms, rel_norms = [rel], [], []
         for _ in range(hops):
             ent, rel, ent_norm, rel_norm = views.hop(ent, rel)
@@ -350,8 +350,10 @@ class _LabelViews:
         self.edge_relations = graph.neighbour_relations.matrix(torch.ones(
             graph.neighbour_relations.nnz, device=ones.device))
 
-    def seed(self, labels: Tensor, seeds: Tensor, width: int = None):
-        width = labels.size(1) if width is None else width
+    def seed(self, labels: Tensor, seeds: Tensor):
+        """Hop 0: each seed pair's label on both its entities; no
+        relation features yet."""
+        width = labels.size(1)
         ent = labels.new_zeros(self.graph.num_nodes, width)
         ent[seeds[0]] = labels
         ent[seeds[1]] = labels

@@ -164,7 +164,8 @@ def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
         fusion_kwargs=config.fusion_kwargs, gat_layers=config.gat_layers,
         gat_heads=config.gat_heads, gat_diag=config.gat_diag,
         dropout=config.dropout, structure_encoder=config.structure_encoder,
-        sparse_grad=bool(config.sampled))
+        sparse_grad=bool(config.sampled),
+        checkpoint_fusion=config.checkpoint_fusion)
 
 
 def evaluate_embeddings(*args, **kwargs) -> Dict[str, float]:

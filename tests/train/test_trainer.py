@@ -504,3 +504,17 @@ def test_structure_only_inputs_get_seed_labels(data):
         modalities=['graph', 'rel'], label_channels=0)).modalities
     with pytest.raises(ConfigError, match='label_channels'):
         TrainConfig(label_channels=-1)
+
+
+def test_checkpointed_fusion_trains_the_same_model(data):
+    states = []
+    for flag in (False, True):
+        t = Trainer(data, small_config(epochs=2, checkpoint_fusion=flag),
+                    log=quiet)
+        assert t.model.checkpoint_fusion is flag
+        for _ in range(2):
+            t.train_epoch()
+            t.epoch += 1
+        states.append(t.model.state_dict())
+    for k, v in states[0].items():
+        assert torch.allclose(v, states[1][k], atol=1e-5), k

@@ -60,6 +60,10 @@ class TrainConfig:
     # from there on.
     propagate: Optional[List[str]] = None
     propagation_hops: int = 2
+    # A propagated modality's missing rows take their neighbours' features
+    # (hops >= 1) and count as present: Feature Propagation's imputation
+    # (Rossi et al., 2022). False keeps them masked.
+    impute_missing: bool = True
     # LightEA's seed-label propagation (nn.SeedLabelPropagation) as one more
     # modality, 'labels' (8192 wide), from random labels of this width;
     # 0 = off. None: on (1024)
@@ -341,8 +345,10 @@ class TrainConfig:
     def from_checkpoint(cls, values: Dict[str, Any], source: str = 'checkpoint'
                         ) -> TrainConfig:
         """A checkpoint's saved config; one saved before input
-        propagation existed trained without it."""
-        values = {'propagate': [], 'label_channels': 0, **values}
+        propagation existed trained without it, and one saved before
+        imputation existed kept missing rows masked."""
+        values = {'propagate': [], 'label_channels': 0,
+                  'impute_missing': False, **values}
         return cls.from_dict(values, source=source)
 
     @classmethod

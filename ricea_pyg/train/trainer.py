@@ -89,8 +89,11 @@ def model_inputs(data: HeteroData, config: TrainConfig,
     :class:`PairInputs` of its modalities, with the features of
     ``config.propagate`` replaced by :class:`FeaturePropagation` over the
     triples (``propagation_hops + 1`` times as wide, stored as
-    :data:`PROPAGATED_DTYPE`). Training, evaluation and ``ricea align`` all
-    build their inputs here.
+    :data:`PROPAGATED_DTYPE`). With ``config.impute_missing`` an entity
+    that lacks a propagated modality but has a neighbour with it takes the
+    neighbours' hops and counts as present (Feature Propagation's
+    imputation); one without such a neighbour stays masked. Training,
+    evaluation and ``ricea align`` all build their inputs here.
 
     A ``propagate`` left at None takes the default modalities the data
     has; a modality named explicitly must be among the model's. With
@@ -111,10 +114,16 @@ def model_inputs(data: HeteroData, config: TrainConfig,
                           'propagate')
     if mods:
         propagation = FeaturePropagation(config.propagation_hops)
+        inputs.mask = inputs.mask.clone()
         for m in mods:
-            inputs.features[m] = propagation(
-                inputs.features[m], _propagation_graph(inputs)).to(
-                    PROPAGATED_DTYPE)
+            present = inputs.mask[:, inputs.modalities.index(m)]
+            # Missing rows must be zero whatever the data holds there, or
+            # propagation would spread them.
+            x = inputs.features[m].masked_fill(~present.view(-1, 1), 0)
+            x = propagation(x, _propagation_graph(inputs))
+            if config.impute_missing:
+                present |= x.ne(0).any(dim=1)
+            inputs.features[m] = x.to(PROPAGATED_DTYPE)
     if resolved.label_channels:
         if seed_pairs is None and ALIGN in data.edge_types:
             seed_pairs = data[ALIGN].train_index

@@ -518,3 +518,53 @@ def test_checkpointed_fusion_trains_the_same_model(data):
         states.append(t.model.state_dict())
     for k, v in states[0].items():
         assert torch.allclose(v, states[1][k], atol=1e-5), k
+
+
+def test_propagation_imputes_missing_rows_from_neighbours():
+    from ricea_pyg.data import PairInputs
+    from ricea_pyg.nn import FeaturePropagation, PropagationGraph
+    from ricea_pyg.train import model_inputs
+    data = synthetic_pair(200, missing={'name': 0.4}, seed=3)
+    # An isolated entity without a name keeps it missing: no neighbour has
+    # one to give.
+    rel = data['source', 'rel', 'source']
+    isolated = 0
+    keep = (rel.edge_index != isolated).all(0)
+    rel.edge_index, rel.edge_type = rel.edge_index[:, keep], \
+        rel.edge_type[keep]
+    data['source'].mask_name[isolated] = False
+    data['source'].x_name[isolated] = 0
+    # Whatever a missing row holds is ignored: the schema says zero.
+    garbage = data.clone()
+    for side in ('source', 'target'):
+        x, m = garbage[side].x_name, garbage[side].mask_name
+        x[~m] = 5.0
+    raw = PairInputs.from_data(data)
+    col = raw.modalities.index('name')
+    before = raw.mask[:, col]
+    config = small_config(propagate=['name'])
+    inputs = model_inputs(data, config)
+    after = inputs.mask[:, col]
+    graph = PropagationGraph(raw.edge_index, raw.edge_type,
+                             raw.num_entities, raw.num_relations)
+    ref = FeaturePropagation(2)(raw.features['name'], graph)
+    assert torch.allclose(inputs.features['name'].float(), ref,
+                          rtol=2**-10, atol=1e-7)
+    filled = after & ~before
+    assert filled.sum() > 0 and bool((after | ~before).all())
+    assert bool(ref[filled].ne(0).any(1).all())
+    width = raw.features['name'].size(1)  # hop 0 of an imputed row is 0
+    assert bool((inputs.features['name'][filled, :width] == 0).all())
+    assert not bool(after[isolated])
+    # Only the propagated modality changes; the raw mask is untouched.
+    others = [i for i in range(len(raw.modalities)) if i != col]
+    assert torch.equal(inputs.mask[:, others], raw.mask[:, others])
+    assert torch.equal(raw.mask[:, col], before)
+    dirty = model_inputs(garbage, config)
+    assert torch.equal(dirty.features['name'], inputs.features['name'])
+    assert torch.equal(dirty.mask, inputs.mask)
+    kept = model_inputs(data, small_config(propagate=['name'],
+                                           impute_missing=False))
+    assert torch.equal(kept.mask, raw.mask)
+    assert TrainConfig.from_checkpoint(
+        {'propagate': ['name']}).impute_missing is False

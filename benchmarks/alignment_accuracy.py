@@ -48,14 +48,16 @@ PAPER = {  # method.md: selected on test, with image and attribute features
 
 
 SETTINGS = ('names', 'names, propagated', 'no names', 'no names, labels',
-            'names, iterative', 'no names, iterative',
-            'no names, labels, iterative')
+            'no names, labels beside', 'names, iterative',
+            'no names, iterative', 'no names, labels, iterative',
+            'no names, labels beside, iterative')
 #: Rows kept from before SeedLabelPropagation had LightEA's third view
 #: (2026-11-30); rendered, not rerun.
 RETIRED = ('no names, two-view labels', 'no names, two-view labels, iterative')
 ITERATIVE = ', iterative'
 PROPAGATED = ', propagated'
 LABELS = ', labels'
+BESIDE = 'labels beside'
 
 
 def load(root, pair, names, seed=0):
@@ -102,6 +104,8 @@ def run_one(args, pair, setting, fusion, seed):
                          iterative=setting.endswith(ITERATIVE),
                          propagate=propagate,
                          label_channels=None if LABELS in setting else 0,
+                         label_mode='beside' if BESIDE in setting else
+                         'fused',
                          progress=False)
     if config.iterative:
         epochs += config.iter_epochs
@@ -113,7 +117,8 @@ def run_one(args, pair, setting, fusion, seed):
     return dict(pair=pair, setting=setting, fusion=fusion, seed=seed,
                 **(added if config.iterative else {}),
                 propagate=trainer.config.propagate,
-                label_channels=trainer.config.label_channels, epochs=epochs,
+                label_channels=trainer.config.label_channels,
+                label_mode=trainer.config.label_mode, epochs=epochs,
                 val=metrics['val'], test=metrics['test'],
                 test_cosine=metrics['test_cosine'],
                 best_epoch=metrics['best_epoch'],
@@ -191,7 +196,11 @@ def render(results, path, command):
         'same plus the `labels` modality, LightEA-style seed-label '
         'propagation (`TrainConfig.label_channels`, the default for a '
         'structure-only model since 2026-11-30; in iterative mode the '
-        'added pairs become seeds too). *no names, two-view labels*: rows '
+        'added pairs become seeds too). *no names, labels beside*: the '
+        'labels scored beside the fusion instead of through it '
+        '(`TrainConfig.label_mode=\'beside\'`, `label_weight` 0.5: the '
+        'score is half the fused cosine, half the labels\' cosine). '
+        '*no names, two-view labels*: rows '
         'of *no names, labels* measured before `SeedLabelPropagation` had '
         "LightEA's third view (their commands name the setting as it was "
         'then called). No '

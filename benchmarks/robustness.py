@@ -330,7 +330,12 @@ def render(results, args, path, plot_path):
         f'{"s" if epochs != 1 else ""}**; model selected on '
         f'validation MRR; test evaluated once. Hits@1 is CSLS (k = 3) '
         f'against the test targets; "1-to-1" is the Trainer\'s one-to-one '
-        f'Hits@1. Several seeds: mean ± std (n).', '',
+        f'Hits@1. Several seeds: mean ± std (n). The default '
+        f'`TrainConfig` propagates the name and char features over the '
+        f'triples (SEU) and fills a missing one from the neighbours '
+        f'(`impute_missing`); the cells measured before those defaults '
+        f'(2026-11-29) are kept in '
+        f'`benchmarks/results/robustness_before_propagation.jsonl`.', '',
         'Commands:', '',
         *([f'    {c}' for c in commands] or
           ['    python benchmarks/robustness.py']), '',

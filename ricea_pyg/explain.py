@@ -47,7 +47,7 @@ def explain_model(model: RICEA, data: HeteroData, inputs: PairInputs,
     out = model.embed(inputs)
     out = out._replace(**{k: v.cpu() for k, v in out._asdict().items()
                           if isinstance(v, Tensor)})
-    n_s, mods = inputs.num_source, inputs.modalities
+    n_s, mods = inputs.num_source, model.modalities  # the fused ones
     test = data[ALIGN].test_index
     emb = out.embeddings
     _, top = csls_search(emb[:n_s][test[0]], emb[n_s:][test[1]], 1, csls_k)

@@ -137,7 +137,8 @@ def test_no_progress_prints_no_bar(flag, tmp_path, capfd):
         assert bars == []
 
 
-def test_structure_only_model_round_trips_its_labels(tmp_path, capsys):
+@pytest.mark.parametrize('mode', ['fused', 'beside'])
+def test_structure_only_model_round_trips_its_labels(tmp_path, capsys, mode):
     # Without names the seed-label modality is on by default; evaluate
     # must rebuild the same labels to reproduce the trainer's numbers.
     # Self-training adds pairs, which become seeds of the labels.
@@ -145,9 +146,14 @@ def test_structure_only_model_round_trips_its_labels(tmp_path, capsys):
     assert main(['train', *SYN, *FAST, '--modalities', 'graph,rel',
                  '--iterative', '--iter-epochs', '3', '--iter-every', '1',
                  '--iter-add-every', '1', '--iter-persist', '1',
+                 '--label-mode', mode, '--label-weight', '0.3',
                  '--out', out]) == 0
     best = torch.load(os.path.join(out, 'best.pt'), weights_only=False)
     assert best['modalities'] == ['graph', 'rel', 'labels']
+    assert best['config']['label_mode'] == mode
+    # Beside the fusion the labels have no projection.
+    assert any(k.startswith('projection.lins.labels')
+               for k in best['model']) == (mode == 'fused')
     last = torch.load(os.path.join(out, 'last.pt'), weights_only=False)
     assert last['train_pairs'].size(1) > 60  # 30 % of 200, plus added
     # The selected model is tested on the labels of its own epoch's seeds.

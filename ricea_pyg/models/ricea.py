@@ -104,6 +104,19 @@ class RICEA(torch.nn.Module):
             gradients, for a second fusion forward per step. ADC's keeps
             about 12 times its input (0.4 GiB for a batch of 3,500 pairs at
             :math:`M = 4, d = 300`). (default: :obj:`True`)
+        beside (list, optional): Modalities scored *beside* the fusion
+            instead of through it: neither projected nor fused, their
+            ℓ2-normalised input rows :math:`\mathbf{l}` are appended to the
+            ℓ2-normalised fused vector, :math:`[\sqrt{1-g}\,\mathbf{h};
+            \sqrt{g}\,\mathbf{l}]`, so that the cosine is
+            :math:`(1-g)\cos(\mathbf{h}) + g\cos(\mathbf{l})` (with
+            ``scoring='pair_mean'`` the query and key get the same block).
+            Meant for wide training-free features such as the seed labels
+            of :class:`~ricea_pyg.nn.SeedLabelPropagation`, which a linear
+            map to :math:`d` learnt on a few thousand pairs loses; the
+            alignment loss then trains the fused part on what they miss.
+            (default: none)
+        beside_weight (float): :math:`g \in (0, 1)`. (default: :obj:`0.5`)
 
     Shapes:
         - **input:** :class:`PairInputs`, optional row index ``[n]``
@@ -118,10 +131,23 @@ class RICEA(torch.nn.Module):
                  gat_layers: int = 2, gat_heads: int = 2,
                  gat_diag: bool = True, dropout: float = 0.0,
                  structure_encoder: str = 'gat', num_relations: int = 0,
-                 sparse_grad: bool = False, checkpoint_fusion: bool = True):
+                 sparse_grad: bool = False, checkpoint_fusion: bool = True,
+                 beside: Sequence[str] = (), beside_weight: float = 0.5):
         super().__init__()
         self.checkpoint_fusion = checkpoint_fusion
-        self.modalities = list(modalities)
+        unknown = [m for m in beside if m not in modalities or m == 'graph']
+        if unknown:
+            raise ValueError(f'beside names {unknown}, which are not feature '
+                             f'modalities of this model ({list(modalities)})')
+        if not 0 < beside_weight < 1:
+            raise ValueError(f'beside_weight must be in (0, 1) (got '
+                             f'{beside_weight})')
+        self.beside = [m for m in modalities if m in beside]
+        self.beside_weight = beside_weight
+        self.modalities = [m for m in modalities if m not in beside]
+        if not self.modalities:
+            raise ValueError('every modality is beside the fusion; at least '
+                             'one must be fused')
         self.num_entities, self.channels = num_entities, channels
         missing = [m for m in self.modalities
                    if m != 'graph' and m not in in_channels]
@@ -215,7 +241,10 @@ class RICEA(torch.nn.Module):
         :obj:`graph` is its precomputed output: for all rows, or with
         :obj:`graph_rows` for the rows of :obj:`index` only), the projections
         on the asked rows only."""
-        projected = self.projection(inputs.features, index)
+        feats = inputs.features
+        if self.beside:
+            feats = {m: f for m, f in feats.items() if m not in self.beside}
+        projected = self.projection(feats, index)
         xs = []
         for m in self.modalities:
             if m == 'graph':
@@ -229,15 +258,40 @@ class RICEA(torch.nn.Module):
                 graph: Optional[Tensor] = None,
                 graph_rows: bool = False) -> ModelOutput:
         x = self.modality_embeddings(inputs, index, graph, graph_rows)
-        mask = inputs.mask if index is None else inputs.mask[index]
+        mask = inputs.mask
+        if self.beside:  # the fused modalities' columns only
+            mask = mask[:, [inputs.modalities.index(m)
+                            for m in self.modalities]]
+        mask = mask if index is None else mask[index]
         if self.checkpoint_fusion and self.training and \
                 torch.is_grad_enabled():
             out = checkpoint(self.fusion.forward_full, x, mask,
                              use_reentrant=False)
         else:
             out = self.fusion.forward_full(x, mask)
-        return ModelOutput(out.fused, x, mask, out.weights, out.uncertainty,
-                           out.aux, out.query, out.key)
+        fused, query, key = out.fused, out.query, out.key
+        if self.beside:
+            rows = self.beside_rows(inputs, index)
+            a, b = math.sqrt(1 - self.beside_weight), math.sqrt(
+                self.beside_weight)
+            fused = torch.cat([F.normalize(fused, dim=1) * a, rows * b], 1)
+            if query is not None:
+                query = torch.cat([query * a, rows * b], 1)
+                key = torch.cat([key * a, rows * b], 1)
+        return ModelOutput(fused, x, mask, out.weights, out.uncertainty,
+                           out.aux, query, key)
+
+    def beside_rows(self, inputs: PairInputs,
+                    index: Optional[Tensor] = None) -> Tensor:
+        """``[n, W]``: the :obj:`beside` modalities' input rows, each
+        ℓ2-normalised, side by side and scaled to unit norm together."""
+        parts = []
+        for m in self.beside:
+            f = inputs.features[m]
+            f = f if index is None else f[index]
+            parts.append(F.normalize(f.float(), dim=1))
+        rows = torch.cat(parts, 1)
+        return rows / math.sqrt(len(parts)) if len(parts) > 1 else rows
 
     @torch.no_grad()
     def embed(self, inputs: PairInputs, batch_size: int = 8192,
@@ -280,6 +334,8 @@ class RICEA(torch.nn.Module):
     def __repr__(self) -> str:
         extra = ('' if self.structure_kind == 'gat' else
                  f', structure_encoder={self.structure_kind!r}')
+        if self.beside:
+            extra += f', beside={self.beside}, g={self.beside_weight:g}'
         return (f'{self.__class__.__name__}({self.modalities}, '
                 f'channels={self.channels}{extra}, fusion={self.fusion})')
 

@@ -70,6 +70,11 @@ class TrainConfig:
     # for a structure-only model ('graph' and no 'name') below SAMPLED_FROM
     # entities per KG, else off.
     label_channels: Optional[int] = None
+    # 'fused': the labels are one more fused modality (a learnt map to d);
+    # 'beside': scored beside the fusion, [sqrt(1 - g) h ; sqrt(g) l]
+    # (RICEA's beside), with g = label_weight.
+    label_mode: str = 'fused'
+    label_weight: float = 0.5
     # loss
     tau: float = 0.1
     alpha: float = 0.5
@@ -230,6 +235,15 @@ class TrainConfig:
             raise ConfigError(f'propagation_hops must be an int >= 1 (got '
                               f'{self.propagation_hops!r}); set propagate '
                               'to [] to switch propagation off')
+        if self.label_mode not in ('fused', 'beside'):
+            raise ConfigError(f"label_mode must be 'fused' or 'beside' (got "
+                              f'{self.label_mode!r})')
+        if isinstance(self.label_weight, bool) or not isinstance(
+                self.label_weight, (int, float)) or not \
+                0 < self.label_weight < 1:
+            raise ConfigError(f'label_weight must be a number in (0, 1) (got '
+                              f'{self.label_weight!r}): the share of the '
+                              f'score that the seed labels carry')
         if self.label_channels is not None and (
                 isinstance(self.label_channels, bool)
                 or not isinstance(self.label_channels, int)

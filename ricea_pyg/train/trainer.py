@@ -174,7 +174,10 @@ def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
         gat_heads=config.gat_heads, gat_diag=config.gat_diag,
         dropout=config.dropout, structure_encoder=config.structure_encoder,
         sparse_grad=bool(config.sampled),
-        checkpoint_fusion=config.checkpoint_fusion)
+        checkpoint_fusion=config.checkpoint_fusion,
+        beside=([LABELS] if config.label_mode == 'beside' and LABELS in
+                inputs.modalities else ()),
+        beside_weight=config.label_weight)
 
 
 def evaluate_embeddings(*args, **kwargs) -> Dict[str, float]:
@@ -296,7 +299,7 @@ class Trainer:
             self.sampler = NeighborSampler(self.inputs.edge_index,
                                            self.inputs.num_entities,
                                            config.fanouts)
-        self.criterion = RICEALoss(len(self.inputs.modalities), config.tau,
+        self.criterion = RICEALoss(len(self.model.modalities), config.tau,
                                    config.alpha, config.lambda_tcp,
                                    config.uncertainty_weighting,
                                    config.lambda_uncertainty).to(

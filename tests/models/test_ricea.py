@@ -143,3 +143,56 @@ def test_projection_reads_float16_features(data):
     half = model.embed(inp).fused
     assert half.dtype == torch.float32
     assert torch.allclose(full, half, atol=1e-3)
+
+
+@pytest.mark.parametrize('scoring', ['fused', 'pair_mean'])
+def test_beside_scores_the_mixture_of_fused_and_beside_cosines(data,
+                                                                scoring):
+    import torch.nn.functional as F
+    inp = PairInputs.from_data(data, ['graph', 'rel', 'attr', 'img'])
+    inp.features['img'] = inp.features['img'].half()  # as seed labels are
+    g = 0.3
+    torch.manual_seed(0)
+    beside = RICEA.from_inputs(inp, channels=16, fusion='adc',
+                               fusion_kwargs={'scoring': scoring},
+                               beside=['img'], beside_weight=g).eval()
+    assert beside.modalities == ['graph', 'rel', 'attr']
+    assert beside.beside == ['img']
+    assert "beside=['img'], g=0.3" in repr(beside)
+    alone = RICEA.from_inputs(
+        PairInputs.from_data(data, ['graph', 'rel', 'attr']), channels=16,
+        fusion='adc', fusion_kwargs={'scoring': scoring}).eval()
+    alone.load_state_dict(beside.state_dict())  # the same parameters
+    with torch.no_grad():
+        out = beside(inp)
+        ref = alone(PairInputs.from_data(data, ['graph', 'rel', 'attr']))
+    assert torch.equal(out.mask, inp.mask[:, :3])
+    assert torch.equal(out.weights, ref.weights)
+    labels = F.normalize(inp.features['img'].float(), dim=1)
+    if scoring == 'fused':
+        h = F.normalize(ref.fused, dim=1)
+        score = out.fused @ out.fused.t()
+        expected = (1 - g) * h @ h.t() + g * labels @ labels.t()
+    else:
+        score = out.query @ out.key.t()
+        expected = (1 - g) * ref.query @ ref.key.t() + \
+            g * labels @ labels.t()
+    assert torch.allclose(score, expected, atol=1e-5)
+    # Rows asked one chunk at a time give the same.
+    idx = torch.arange(5, 40)
+    with torch.no_grad():
+        part = beside(inp, idx)
+    assert torch.allclose(part.fused, out.fused[idx], atol=1e-6)
+
+
+def test_beside_bad_arguments(data):
+    inp = PairInputs.from_data(data, ['graph', 'rel', 'img'])
+    with pytest.raises(ValueError, match=r"beside names \['graph'\]"):
+        RICEA.from_inputs(inp, channels=8, beside=['graph'])
+    with pytest.raises(ValueError, match=r"beside names \['name'\]"):
+        RICEA.from_inputs(inp, channels=8, beside=['name'])
+    with pytest.raises(ValueError, match='beside_weight'):
+        RICEA.from_inputs(inp, channels=8, beside=['img'], beside_weight=1.0)
+    only = PairInputs.from_data(data, ['img'])
+    with pytest.raises(ValueError, match='at least one must be fused'):
+        RICEA.from_inputs(only, channels=8, beside=['img'])

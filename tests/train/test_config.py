@@ -72,3 +72,18 @@ def test_propagation_defaults_by_size_and_errors():
         TrainConfig(propagate='name')
     with pytest.raises(ConfigError, match='propagation_hops'):
         TrainConfig(propagation_hops=0)
+
+
+def test_label_mode_and_weight_are_checked():
+    assert TrainConfig(label_mode='beside', label_weight=0.25).label_weight \
+        == 0.25
+    with pytest.raises(ConfigError, match="label_mode must be 'fused' or "
+                       "'beside'"):
+        TrainConfig(label_mode='side')
+    for bad in (0, 1, 1.5, True, '0.5'):
+        with pytest.raises(ConfigError, match=r'label_weight must be a '
+                           r'number in \(0, 1\)'):
+            TrainConfig(label_weight=bad)
+    # A checkpoint from before the option scored its labels through the
+    # fusion.
+    assert TrainConfig.from_checkpoint({}).label_mode == 'fused'

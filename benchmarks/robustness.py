@@ -323,8 +323,10 @@ def render(results, args, path, plot_path):
         '`ricea_pyg.data.DropTriples` removes 25 % and 50 % of the relation '
         'triples of each KG (the `rel` bag-of-relations features still '
         'count all triples). *no names* is the same model trained on graph '
-        '+ rel only; a fusion should never do worse with corrupted names '
-        'than without them.', '',
+        '+ rel only, with what the default `TrainConfig` gives such a model '
+        '(the `labels` modality of seed-label propagation, '
+        '`label_channels`); a fusion should never do worse with corrupted '
+        'names than without them.', '',
         f'Training: `Trainer` with the default `TrainConfig` except the '
         f'fusion, the seed and a fixed **{epochs} epoch'
         f'{"s" if epochs != 1 else ""}**; model selected on '

@@ -68,6 +68,13 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
         config = dataclasses.replace(config, label_channels=(
             LABEL_CHANNELS if structure_only and max(sizes) < SAMPLED_FROM
             else 0))
+    if config.label_mode == 'beside' and not config.label_channels:
+        raise ConfigError("label_mode='beside' scores the seed labels beside "
+                          'the fusion, but this model has none '
+                          f'(label_channels resolves to '
+                          f'{config.label_channels}: off by default with '
+                          "names); set label_channels (e.g. 1024) or "
+                          "label_mode='fused'")
     if config.label_channels and LABELS not in mods:
         mods = list(mods) + [LABELS]
     config = config.resolve(*sizes, len(mods))

@@ -87,3 +87,14 @@ def test_label_mode_and_weight_are_checked():
     # A checkpoint from before the option scored its labels through the
     # fusion.
     assert TrainConfig.from_checkpoint({}).label_mode == 'fused'
+
+
+def test_labels_beside_need_labels():
+    from ricea_pyg.data import synthetic_pair
+    from ricea_pyg.train import resolve_config
+    data = synthetic_pair(60, seed=0)
+    with pytest.raises(ConfigError, match="label_mode='beside'.*none"):
+        resolve_config(data, TrainConfig(label_mode='beside'))  # names
+    resolved = resolve_config(data, TrainConfig(
+        label_mode='beside', modalities=['graph', 'rel']))
+    assert resolved.label_channels == 1024

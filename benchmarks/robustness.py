@@ -312,7 +312,9 @@ def render(results, args, path, plot_path):
         f'them, in both KGs and for train, validation and test entities '
         f'alike, chosen with the run seed; every other entity gets one '
         f'treatment:', '',
-        '* *missing*: the modality is masked (as if the entity had no name);',
+        '* *missing*: the modality is masked (as if the entity had no '
+        'name; the default inputs then fill it from the neighbours\' names, '
+        '`TrainConfig.impute_missing`);',
         '* *noise*: its features are replaced by Gaussian noise with the '
         'per-dimension mean and std of the kept entities\' features: present '
         'but meaningless;',
@@ -391,12 +393,13 @@ def render(results, args, path, plot_path):
               'AUROC of u[:, name] (the fusion\'s per-entity uncertainty) / '
               'of 1 − w[:, name] (the weight it fuses with) for telling '
               'corrupted names from clean ones, over all entities of both '
-              'KGs whose name is present (so not for *missing*, where the '
-              'corrupted names are masked). 0.5 = chance; "—" = the fusion '
-              'has no per-entity uncertainty or weight.', '',
+              'KGs whose name is present after the inputs are built (for '
+              '*missing*: the names imputed from the neighbours, '
+              '`impute_missing`, against the real ones). 0.5 = chance; "—" = '
+              'the fusion has no per-entity uncertainty or weight.', '',
               '| treatment | R | ' + ' | '.join(fusions) + ' |',
               '|---|---|' + '---|' * len(fusions)]
-    for treatment in [t for t in args.treatments if t != 'missing']:
+    for treatment in args.treatments:
         for r in [r for r in ratios if r < 1.0]:
             name = f'{treatment} R={r:g}'
             row = []

@@ -138,12 +138,12 @@ def uncertainty_aurocs(trainer, data):
     res = {'uncertainty': {}, 'weight': {}, 'corrupted': {}, 'scored': {}}
     for m in CORRUPTED:
         key = f'corrupted_{m}'
-        if m not in inputs.modalities or key not in data['source']:
+        if m not in trainer.model.modalities or key not in data['source']:
             continue
-        col = inputs.modalities.index(m)
+        col = trainer.model.modalities.index(m)  # the output's columns
         flags = torch.cat([data['source'][key], data['target'][key]]).to(
             inputs.mask.device)
-        present = inputs.mask[:, col]
+        present = out.mask[:, col]
         assert flags.numel() == inputs.num_entities
         res['corrupted'][m] = int(flags.sum())
         res['scored'][m] = int(present.sum())

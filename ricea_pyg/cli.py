@@ -350,7 +350,7 @@ def _check_out(args, config: TrainConfig) -> tuple:
     last = os.path.join(out, 'last.pt')
     if os.path.isfile(last):
         state = load_checkpoint(last)
-        was = {k: v for k, v in TrainConfig.from_dict(
+        was = {k: v for k, v in TrainConfig.from_checkpoint(
             state.get('config', {}), source=last).to_dict().items()
                if k != 'progress'}
         # Settings left to the graph's size (None) are compared, resolved,

@@ -121,7 +121,9 @@ class RICEA(torch.nn.Module):
     Shapes:
         - **input:** :class:`PairInputs`, optional row index ``[n]``
         - **output:** :class:`ModelOutput` with ``fused [n, M d]`` (concat
-          fusions) and ``x [n, M, d]``
+          fusions; ``[n, M d + W]`` with :obj:`beside` rows of total width
+          ``W``, ``M`` then counting the fused modalities only) and
+          ``x [n, M, d]``
     """
 
     def __init__(self, num_entities: int, in_channels: Dict[str, int],
@@ -278,6 +280,12 @@ class RICEA(torch.nn.Module):
             if query is not None:
                 query = torch.cat([query * a, rows * b], 1)
                 key = torch.cat([key * a, rows * b], 1)
+            else:
+                # Scored as they are, never re-normalised: a zero beside
+                # row (an entity no seed reaches) leaves its vector at norm
+                # sqrt(1 - g), and re-normalising would lift its scores
+                # above (1 - g) cos(h) and favour it as a candidate.
+                query = key = fused
         return ModelOutput(fused, x, mask, out.weights, out.uncertainty,
                            out.aux, query, key)
 
@@ -297,7 +305,9 @@ class RICEA(torch.nn.Module):
     def embed(self, inputs: PairInputs, batch_size: int = 8192,
               search_only: bool = False) -> ModelOutput:
         """All rows in eval mode, ``fused`` ℓ2-normalised and ``query`` /
-        ``key`` as they are (for search, see :attr:`ModelOutput.embeddings`).
+        ``key`` as they are (for search, see :attr:`ModelOutput.embeddings`;
+        with :obj:`beside` modalities ``fused`` is kept as it is and is
+        also the query and key).
         The graph encoder runs once; projections and fusion run in chunks
         of :obj:`batch_size` rows written into preallocated outputs, which
         bounds memory. ``aux`` is left empty; with :obj:`search_only` so are
@@ -318,15 +328,18 @@ class RICEA(torch.nn.Module):
                 out = self(inputs, idx, graph)
                 for name in keep:
                     part = getattr(out, name)
-                    if part is None:
-                        continue
-                    if name == 'fused':
+                    if part is None or (name != 'fused' and
+                                        part is out.fused):
+                        continue  # the query/key that are `fused` itself
+                    if name == 'fused' and not self.beside:
                         part = F.normalize(part, dim=-1)
                     if name not in full:
                         full[name] = part.new_empty((n,) + part.shape[1:])
                     full[name][start:end] = part
         finally:
             self.train(was_training)
+        if 'query' in keep and 'query' not in full and self.beside:
+            full['query'] = full['key'] = full['fused']
         return ModelOutput(full['fused'], full.get('x'), full['mask'],
                            full.get('weights'), full.get('uncertainty'),
                            None, full.get('query'), full.get('key'))

@@ -72,12 +72,14 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
         raise ConfigError("label_mode='beside' scores the seed labels beside "
                           'the fusion, but this model has none '
                           f'(label_channels resolves to '
-                          f'{config.label_channels}: off by default with '
-                          "names); set label_channels (e.g. 1024) or "
-                          "label_mode='fused'")
+                          f'{config.label_channels}: by default they are off '
+                          'with names and from 100k entities per KG); set '
+                          "label_channels (e.g. 1024) or label_mode='fused'")
     if config.label_channels and LABELS not in mods:
         mods = list(mods) + [LABELS]
-    config = config.resolve(*sizes, len(mods))
+    # Modalities the fusion sees: labels beside it are not among them.
+    fused = len(mods) - (config.label_mode == 'beside' and LABELS in mods)
+    config = config.resolve(*sizes, fused)
     if config.sampled and 'graph' in mods:
         if len(config.fanouts) != config.gat_layers:
             raise ConfigError(f'sampled training needs one fan-out per GAT '

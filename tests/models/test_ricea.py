@@ -178,6 +178,12 @@ def test_beside_scores_the_mixture_of_fused_and_beside_cosines(data,
         expected = (1 - g) * ref.query @ ref.key.t() + \
             g * labels @ labels.t()
     assert torch.allclose(score, expected, atol=1e-5)
+    # What search and the loss read is that score, never re-normalised,
+    # also for the entities whose beside row is zero (30 % of img here).
+    zero = inp.features['img'].float().abs().sum(1) == 0
+    assert zero.any()
+    emb = beside.embed(inp, batch_size=50).embeddings
+    assert torch.allclose(emb.query @ emb.key.t(), expected, atol=1e-5)
     # Rows asked one chunk at a time give the same.
     idx = torch.arange(5, 40)
     with torch.no_grad():

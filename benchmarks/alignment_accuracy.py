@@ -50,14 +50,23 @@ PAPER = {  # method.md: selected on test, with image and attribute features
 SETTINGS = ('names', 'names, propagated', 'no names', 'no names, labels',
             'no names, labels beside', 'names, iterative',
             'no names, iterative', 'no names, labels, iterative',
-            'no names, labels beside, iterative')
+            'no names, labels beside, iterative',
+            'no names, dual-amn, labels beside',
+            'no names, dual-amn, labels beside, iterative')
 #: Rows kept from before SeedLabelPropagation had LightEA's third view
-#: (2026-11-30); rendered, not rerun.
-RETIRED = ('no names, two-view labels', 'no names, two-view labels, iterative')
+#: (2026-11-30), and from when the loss still read the labels beside the
+#: fusion (before 2026-12-01); rendered, not rerun.
+RETIRED = ('no names, two-view labels', 'no names, two-view labels, iterative',
+           'no names, labels beside (in the loss)')
 ITERATIVE = ', iterative'
 PROPAGATED = ', propagated'
 LABELS = ', labels'
 BESIDE = 'labels beside'
+#: Dual-AMN's recipe inside the model: the relational encoder, the loss
+#: over every entity, and its optimiser settings.
+DUAL_AMN = ', dual-amn'
+DUAL_AMN_CONFIG = dict(structure_encoder='relational', joint_loss='dual_amn',
+                       lr=0.005, batch_size=1024, dropout=0.3)
 
 
 def load(root, pair, names, seed=0):
@@ -106,7 +115,8 @@ def run_one(args, pair, setting, fusion, seed):
                          label_channels=None if LABELS in setting else 0,
                          label_mode='beside' if BESIDE in setting else
                          'fused',
-                         progress=False)
+                         progress=False,
+                         **(DUAL_AMN_CONFIG if DUAL_AMN in setting else {}))
     if config.iterative:
         epochs += config.iter_epochs
     start = time.perf_counter()
@@ -119,6 +129,8 @@ def run_one(args, pair, setting, fusion, seed):
                 propagate=trainer.config.propagate,
                 label_channels=trainer.config.label_channels,
                 label_mode=trainer.config.label_mode, epochs=epochs,
+                structure_encoder=trainer.config.structure_encoder,
+                joint_loss=trainer.config.joint_loss,
                 val=metrics['val'], test=metrics['test'],
                 test_cosine=metrics['test_cosine'],
                 best_epoch=metrics['best_epoch'],
@@ -199,7 +211,13 @@ def render(results, path, command):
         'added pairs become seeds too). *no names, labels beside*: the '
         'labels scored beside the fusion instead of through it '
         '(`TrainConfig.label_mode=\'beside\'`, `label_weight` 0.5: the '
-        'score is half the fused cosine, half the labels\' cosine). '
+        'score is half the fused cosine, half the labels\' cosine; the '
+        'loss reads the fused part only). *…, dual-amn, …*: Dual-AMN\'s '
+        'recipe inside the model: `structure_encoder=\'relational\'`, '
+        '`joint_loss=\'dual_amn\'` (every entity of both KGs a negative), '
+        'lr 0.005, batch 1,024, dropout 0.3. *no names, labels beside (in '
+        'the loss)*: measured before 2026-12-01, when the loss still read '
+        'the labels beside the fusion. '
         '*no names, two-view labels*: rows '
         'of *no names, labels* measured before `SeedLabelPropagation` had '
         "LightEA's third view (their commands name the setting as it was "

@@ -460,15 +460,19 @@ class RICEALoss(torch.nn.Module):
             return torch.stack(present).sum()
         return weighting(losses)
 
-    def forward(self, source, target) -> Tuple[Tensor, Dict[str, float]]:
-        """Args: the :class:`~ricea_pyg.models.ModelOutput` of ``B`` source
-        rows and of their ``B`` counterparts. Returns the total loss and
-        its parts (floats, for logging; the TCP part is logged as
-        ``'tcp'``, the uncertainty part as ``'uncertainty'``)."""
+    def forward(self, source, target, joint: Optional[Tensor] = None
+                ) -> Tuple[Tensor, Dict[str, float]]:
+        r"""Args: the :class:`~ricea_pyg.models.ModelOutput` of ``B`` source
+        rows and of their ``B`` counterparts, and optionally the
+        :math:`\mathcal{L}_{joint}` term computed by the caller in place of
+        the in-batch ICL (e.g. :func:`dual_amn_loss` over every entity).
+        Returns the total loss and its parts (floats, for logging; the TCP
+        part is logged as ``'tcp'``, the uncertainty part as
+        ``'uncertainty'``)."""
         both = source.mask & target.mask
         parts: Dict[str, Tensor] = {}
-        parts['joint'] = icl_loss(source.embeddings, target.embeddings,
-                                  self.tau, self.alpha)
+        parts['joint'] = joint if joint is not None else icl_loss(
+            source.embeddings, target.embeddings, self.tau, self.alpha)
         per_in, (ce_s, ce_t) = self._per_modality(source.x, target.x, both)
         l_in = self._combine(self.in_weighting, per_in)
         if l_in is not None:

@@ -17,7 +17,13 @@ from ricea_pyg.nn.relational import RelationalAdjacency, RelationAwareEncoder
 from ricea_pyg.nn.structure import CSRAdjacency, GATEncoder
 from ricea_pyg.search.embedding import Embeddings, QueryKey
 
-__all__ = ['ModelOutput', 'RICEA']
+__all__ = ['ModelOutput', 'RICEA', 'relational_blocks']
+
+
+def relational_blocks(num_layers: int) -> int:
+    """How many equal blocks the relational encoder's graph embedding
+    concatenates: two views of :obj:`num_layers` + 1 layers each."""
+    return 2 * (num_layers + 1)
 
 
 class ModelOutput(NamedTuple):
@@ -91,8 +97,13 @@ class RICEA(torch.nn.Module):
             :class:`~ricea_pyg.nn.GATEncoder`) or ``'relational'``
             (Dual-AMN's relation-aware
             :class:`~ricea_pyg.nn.RelationAwareEncoder`, with
-            :obj:`gat_layers` layers per view and a linear map to
-            :math:`d`). (default: ``'gat'``)
+            :obj:`gat_layers` layers per view; its :math:`2 (L + 1)` blocks
+            of :math:`d / (2 (L + 1))` channels, concatenated, are the
+            graph embedding, with no linear map after them, and the entity
+            table is Xavier-initialised, as in Dual-AMN: a linear map to
+            :math:`d` held validation Hits@1 at 0.19 against 0.79 after
+            five epochs of Dual-AMN's loss on DBP15K zh_en).
+            (default: ``'gat'``)
         num_relations (int): Relation types of the union graph; needed by
             ``'relational'``. (default: :obj:`0`)
         sparse_grad (bool): Sparse gradients for the entity table (for
@@ -113,8 +124,11 @@ class RICEA(torch.nn.Module):
             ``scoring='pair_mean'`` the query and key get the same block).
             Meant for wide training-free features such as the seed labels
             of :class:`~ricea_pyg.nn.SeedLabelPropagation`, which a linear
-            map to :math:`d` learnt on a few thousand pairs loses; the
-            alignment loss then trains the fused part on what they miss.
+            map to :math:`d` learnt on a few thousand pairs loses. They are
+            scored, not trained: the trainer's losses read
+            ``forward(..., beside=False)``, the fused part alone, because
+            trained beside seed labels the fused part fits the training
+            pairs that the labels already get right (``docs/results.md``).
             (default: none)
         beside_weight (float): :math:`g \in (0, 1)`. (default: :obj:`0.5`)
 
@@ -161,9 +175,8 @@ class RICEA(torch.nn.Module):
         self.structure_kind = structure_encoder
         self.entity = self.structure = None
         if 'graph' in self.modalities:
-            self.entity = torch.nn.Embedding(num_entities, channels,
-                                             sparse=sparse_grad)
             if structure_encoder == 'gat':
+                width = channels
                 self.structure = GATEncoder(channels, gat_layers, gat_heads,
                                             gat_diag, dropout)
             else:
@@ -172,9 +185,19 @@ class RICEA(torch.nn.Module):
                                      'num_relations >= 1 (got '
                                      f'{num_relations}); build the model '
                                      'with RICEA.from_inputs')
+                blocks = relational_blocks(gat_layers)
+                if channels % blocks:
+                    raise ValueError(
+                        f"structure_encoder='relational' concatenates "
+                        f'{blocks} blocks (2 views x {gat_layers + 1} '
+                        f'layers) into the graph embedding, so channels '
+                        f'({channels}) must be a multiple of {blocks}, '
+                        f'e.g. {128 * blocks}')
+                width = channels // blocks
                 self.structure = RelationAwareEncoder(
-                    num_relations, channels, gat_layers,
-                    out_channels=channels, dropout=dropout)
+                    num_relations, width, gat_layers, dropout=dropout)
+            self.entity = torch.nn.Embedding(num_entities, width,
+                                             sparse=sparse_grad)
         self.projection = ModalityProjection(
             {m: in_channels[m] for m in self.modalities if m != 'graph'},
             channels)
@@ -191,9 +214,12 @@ class RICEA(torch.nn.Module):
                    **kwargs)
 
     def reset_parameters(self):
-        if self.entity is not None:  # as MEAformer
-            torch.nn.init.normal_(self.entity.weight,
-                                  std=1.0 / math.sqrt(self.num_entities))
+        if self.entity is not None:
+            if self.structure_kind == 'gat':  # as MEAformer
+                torch.nn.init.normal_(self.entity.weight,
+                                      std=1.0 / math.sqrt(self.num_entities))
+            else:  # as Dual-AMN
+                torch.nn.init.xavier_uniform_(self.entity.weight)
             self.structure.reset_parameters()
         self.projection.reset_parameters()
         self.fusion.reset_parameters()
@@ -258,7 +284,11 @@ class RICEA(torch.nn.Module):
 
     def forward(self, inputs: PairInputs, index: Optional[Tensor] = None,
                 graph: Optional[Tensor] = None,
-                graph_rows: bool = False) -> ModelOutput:
+                graph_rows: bool = False, beside: bool = True
+                ) -> ModelOutput:
+        """The rows :obj:`index` (all without it); with :obj:`beside`
+        False the :obj:`beside` modalities are left out of ``fused``,
+        ``query`` and ``key`` (what training optimises)."""
         x = self.modality_embeddings(inputs, index, graph, graph_rows)
         mask = inputs.mask
         if self.beside:  # the fused modalities' columns only
@@ -272,7 +302,7 @@ class RICEA(torch.nn.Module):
         else:
             out = self.fusion.forward_full(x, mask)
         fused, query, key = out.fused, out.query, out.key
-        if self.beside:
+        if self.beside and beside:
             rows = self.beside_rows(inputs, index)
             a, b = math.sqrt(1 - self.beside_weight), math.sqrt(
                 self.beside_weight)

@@ -83,6 +83,10 @@ class TrainConfig:
     # Teaches ADC's attention-read uncertainty to predict a modality's
     # failure (loss.uncertainty_loss); not in the method.
     lambda_uncertainty: float = 0.0
+    # The alignment loss on the fused embedding: 'icl' (in-batch negatives,
+    # the method's) or 'dual_amn' (loss.dual_amn_loss, every entity of
+    # both KGs a negative; full-graph training only).
+    joint_loss: str = 'icl'
     # Dual-AMN's loss on the graph embedding, every entity of both KGs a
     # negative.
     hard_negative_weight: float = 0.0
@@ -134,7 +138,10 @@ class TrainConfig:
           full-graph step is faster.
         * ``channels``: 300; from :data:`NARROW_FROM` entities per KG, the
           width that keeps the fused embedding at most
-          :data:`FUSED_WIDTH_CAP` (64 for 6 modalities).
+          :data:`FUSED_WIDTH_CAP` (64 for 6 modalities). The relational
+          encoder takes Dual-AMN's 128 channels per block (768 with two
+          layers) or, from :data:`NARROW_FROM`, that width rounded down to
+          a multiple of its blocks.
         * ``batch_size``: MEAformer's 3,500 pairs; 1,024 when ``sampled``.
           The in-batch loss costs :math:`O(B)` per pair, most of a sampled
           step, while the sampled neighbourhoods cost little per step.
@@ -153,6 +160,14 @@ class TrainConfig:
         if values['channels'] is None:
             values['channels'] = (300 if n < NARROW_FROM else max(
                 16, FUSED_WIDTH_CAP // max(num_modalities, 1)))
+            if values['structure_encoder'] == 'relational':
+                # Dual-AMN's 128 per block below NARROW_FROM; a multiple of
+                # the blocks above it.
+                from ricea_pyg.models.ricea import relational_blocks
+                blocks = relational_blocks(values['gat_layers'])
+                values['channels'] = blocks * (
+                    128 if n < NARROW_FROM else
+                    max(1, values['channels'] // blocks))
         if values['batch_size'] is None:
             values['batch_size'] = 1024 if values['sampled'] else 3500
         if values['eval_queries'] is None:
@@ -211,6 +226,19 @@ class TrainConfig:
         if self.structure_encoder not in ('gat', 'relational'):
             raise ConfigError(f"structure_encoder must be 'gat' or "
                               f"'relational' (got {self.structure_encoder!r})")
+        if self.joint_loss not in ('icl', 'dual_amn'):
+            raise ConfigError(f"joint_loss must be 'icl' or 'dual_amn' (got "
+                              f'{self.joint_loss!r})')
+        if self.structure_encoder == 'relational' and \
+                self.channels is not None:
+            from ricea_pyg.models.ricea import relational_blocks
+            blocks = relational_blocks(self.gat_layers)
+            if self.channels % blocks:
+                raise ConfigError(
+                    f"structure_encoder='relational' splits channels into "
+                    f'{blocks} blocks (2 views x gat_layers + 1 layers): '
+                    f'channels={self.channels} is not a multiple of '
+                    f'{blocks}; set it to e.g. {128 * blocks}, or unset')
         if self.hard_negative_weight < 0:
             raise ConfigError(f'hard_negative_weight must be >= 0 (got '
                               f'{self.hard_negative_weight!r})')

@@ -89,6 +89,19 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
             raise ConfigError("sampled training supports structure_encoder="
                               "'gat' only; set sampled=false for the "
                               'relational encoder')
+    if config.joint_loss == 'dual_amn':
+        if config.sampled:
+            raise ConfigError("joint_loss='dual_amn' scores every entity in "
+                              'each step, which sampled training avoids; set '
+                              "sampled=false, or keep joint_loss='icl' with "
+                              'hard_negative_weight > 0 (FAISS-mined '
+                              'negatives)')
+        if config.fusion_kwargs.get('scoring', 'fused') != 'fused':
+            raise ConfigError("joint_loss='dual_amn' compares distances "
+                              "between fused vectors, so it needs scoring="
+                              "'fused' (got fusion_kwargs scoring="
+                              f"{config.fusion_kwargs['scoring']!r}); drop "
+                              "it or use joint_loss='icl'")
     return config
 
 
@@ -437,8 +450,19 @@ class Trainer:
     def _full_step(self, batch: Tensor):
         """Loss of one batch with the graph encoder on the whole graph."""
         graph = self.model.graph_embeddings(self.inputs)
-        out = self.model(self.inputs, batch.reshape(-1), graph=graph)
-        loss, parts = self.criterion(*_halves(out, batch.size(1)))
+        if self.config.joint_loss == 'dual_amn':
+            # Every entity of both KGs but the pair itself is a candidate.
+            out = self.model(self.inputs, graph=graph, beside=False)
+            h, pair_rows = out.fused, batch.t()
+            joint = dual_amn_loss(h[batch[0]], h[batch[1]], h, h,
+                                  source_index=pair_rows,
+                                  target_index=pair_rows)
+            loss, parts = self.criterion(out.select(batch[0]),
+                                         out.select(batch[1]), joint=joint)
+        else:
+            out = self.model(self.inputs, batch.reshape(-1), graph=graph,
+                             beside=False)
+            loss, parts = self.criterion(*_halves(out, batch.size(1)))
         if self.config.hard_negative_weight > 0 and graph is not None:
             # Every entity of both KGs but the pair itself is a negative
             # (Dual-AMN's choice; benchmarks/structure_only.py measured it
@@ -463,7 +487,7 @@ class Trainer:
         sub = self.sampler.sample(seeds, self.sample_generator)
         graph = self.model.sampled_graph_embeddings(sub)
         out = self.model(self.inputs, batch.reshape(-1), graph=graph[:2 * b],
-                         graph_rows=True)
+                         graph_rows=True, beside=False)
         loss, parts = self.criterion(*_halves(out, b))
         if negatives is not None:
             k = negatives.size(2)

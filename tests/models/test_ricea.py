@@ -91,11 +91,18 @@ def test_embed_in_chunks_equals_one_pass(data):
 
 def test_relational_structure_encoder_reads_relation_types(data):
     inp = PairInputs.from_data(data, ['graph', 'rel'])
-    model = RICEA.from_inputs(inp, channels=8, fusion='concat',
+    model = RICEA.from_inputs(inp, channels=12, fusion='concat',
                               structure_encoder='relational')
     assert "structure_encoder='relational'" in repr(model)
     g = model.graph_embeddings(inp)
-    assert g.shape == (inp.num_entities, 8) and torch.isfinite(g).all()
+    assert g.shape == (inp.num_entities, 12) and torch.isfinite(g).all()
+    # Six blocks of 2 (two views of three layers), no map after them.
+    assert model.entity.weight.shape == (inp.num_entities, 2)
+    assert model.structure.lin is None
+    assert torch.equal(g, model.structure(model.entity.weight,
+                                          model.adjacency(inp)))
+    with pytest.raises(ValueError, match='multiple of 6, e.g. 768'):
+        RICEA.from_inputs(inp, channels=8, structure_encoder='relational')
     # Relabelling the relation types changes the graph embedding.
     shuffled = PairInputs(**{**inp.__dict__, '_cache': {},
                              'edge_type': inp.edge_type.flip(0)})
@@ -189,6 +196,12 @@ def test_beside_scores_the_mixture_of_fused_and_beside_cosines(data,
     with torch.no_grad():
         part = beside(inp, idx)
     assert torch.allclose(part.fused, out.fused[idx], atol=1e-6)
+    # What training optimises leaves the beside rows out.
+    with torch.no_grad():
+        trained = beside(inp, beside=False)
+    assert torch.equal(trained.fused, ref.fused)
+    if scoring == 'pair_mean':
+        assert torch.equal(trained.query, ref.query)
 
 
 def test_beside_bad_arguments(data):

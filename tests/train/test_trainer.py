@@ -352,6 +352,7 @@ def test_size_based_defaults():
 def test_relational_encoder_with_hard_negatives_trains(data):
     def run(weight):
         t = Trainer(data, small_config(epochs=2, structure_encoder='relational',
+                                       channels=12,
                                        hard_negative_weight=weight),
                     log=quiet)
         t.fit()
@@ -365,6 +366,72 @@ def test_relational_encoder_with_hard_negatives_trains(data):
         a = dict(with_hard.model.named_parameters())[name]
         b = dict(without.model.named_parameters())[name]
         assert not torch.allclose(a, b)
+
+
+def test_dual_amn_joint_loss_scores_every_entity(data):
+    from ricea_pyg.loss import dual_amn_loss
+    t = Trainer(data, small_config(joint_loss='dual_amn', fusion='concat'),
+                log=quiet)
+    rows = t.inputs.rows(t.train_pairs[:, :8])
+    torch.manual_seed(0)
+    loss, parts = t._full_step(rows)
+    model, inputs = t.model, t.inputs
+    torch.manual_seed(0)  # the same dropout, if any
+    out = model(inputs)
+    h, pairs = out.fused, rows.t()
+    joint = dual_amn_loss(h[rows[0]], h[rows[1]], h, h,
+                          source_index=pairs, target_index=pairs)
+    assert parts['joint'] == pytest.approx(float(joint.detach()), rel=1e-5)
+    icl = Trainer(data, small_config(fusion='concat'), log=quiet)
+    icl.model.load_state_dict(model.state_dict())
+    _, icl_parts = icl._full_step(rows)
+    assert icl_parts['joint'] != pytest.approx(parts['joint'])
+    # The other terms are the method's, unchanged.
+    assert parts['in'] == pytest.approx(icl_parts['in'], rel=1e-5)
+    loss.backward()
+    assert model.entity.weight.grad.abs().sum() > 0
+    t.fit()
+    assert all(math.isfinite(r['loss']) for r in t.history)
+
+
+def test_dual_amn_joint_loss_config_errors(data):
+    with pytest.raises(ConfigError, match="joint_loss must be 'icl'"):
+        small_config(joint_loss='nce')
+    with pytest.raises(ConfigError, match='set sampled=false'):
+        Trainer(data, small_config(joint_loss='dual_amn', sampled=True,
+                                   fanouts=[5, 5]), log=quiet)
+    with pytest.raises(ConfigError, match="needs scoring='fused'"):
+        Trainer(data, small_config(joint_loss='dual_amn', fusion='adc',
+                                   fusion_kwargs={'scoring': 'pair_mean'}),
+                log=quiet)
+
+
+def test_relational_channels_split_into_blocks():
+    with pytest.raises(ConfigError, match='not a multiple of 6'):
+        TrainConfig(structure_encoder='relational', channels=16)
+    c = TrainConfig(structure_encoder='relational')
+    assert c.resolve(15_000, 15_000, 2).channels == 768
+    assert c.resolve(10**6, 10**6, 5).channels == 72  # 384 // 5 = 76 -> 6 x 12
+    assert TrainConfig(structure_encoder='relational', gat_layers=1
+                       ).resolve(15_000, 15_000, 2).channels == 512
+
+
+def test_labels_beside_are_not_trained(data):
+    # The loss reads the fused part only: other label rows, same loss.
+    config = small_config(modalities=['graph', 'rel', 'attr'],
+                          label_channels=32, label_mode='beside',
+                          fusion='concat')
+    t = Trainer(data, config, log=quiet)
+    rows = t.inputs.rows(t.train_pairs[:, :8])
+    loss, _ = t._full_step(rows)
+    t.inputs.features['labels'] = torch.randn_like(
+        t.inputs.features['labels'].float()).to(
+            t.inputs.features['labels'].dtype)
+    again, _ = t._full_step(rows)
+    assert float(again) == pytest.approx(float(loss), rel=1e-6)
+    # Search reads them: the embedding does change.
+    assert t.model.embed(t.inputs).fused.size(1) == 3 * 16 + \
+        t.inputs.features['labels'].size(1)
 
 
 def test_model_selector_patience_restarts_in_each_stage():

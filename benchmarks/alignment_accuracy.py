@@ -55,7 +55,7 @@ SETTINGS = ('names', 'names, propagated', 'no names', 'no names, labels',
             'no names, dual-amn, labels beside, iterative')
 #: Rows kept from before SeedLabelPropagation had LightEA's third view
 #: (2026-11-30), and from when the loss still read the labels beside the
-#: fusion (before 2026-12-01); rendered, not rerun.
+#: fusion (before the seventh session, 2026-11-30); rendered, not rerun.
 RETIRED = ('no names, two-view labels', 'no names, two-view labels, iterative',
            'no names, labels beside (in the loss)')
 ITERATIVE = ', iterative'
@@ -216,8 +216,9 @@ def render(results, path, command):
         'recipe inside the model: `structure_encoder=\'relational\'`, '
         '`joint_loss=\'dual_amn\'` (every entity of both KGs a negative), '
         'lr 0.005, batch 1,024, dropout 0.3. *no names, labels beside (in '
-        'the loss)*: measured before 2026-12-01, when the loss still read '
-        'the labels beside the fusion. '
+        'the loss)*: measured before the seventh session (2026-11-30), '
+        'when the loss still read the labels beside the fusion (its '
+        'command names the setting as it was then called). '
         '*no names, two-view labels*: rows '
         'of *no names, labels* measured before `SeedLabelPropagation` had '
         "LightEA's third view (their commands name the setting as it was "

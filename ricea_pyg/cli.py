@@ -604,6 +604,8 @@ def _restore(args):
     except RuntimeError as e:
         raise CLIError(f'{args.checkpoint}: does not fit this data ({e}); '
                        'pass the --root/--pair it was trained on') from None
+    except ValueError as e:  # e.g. a model this version no longer builds
+        raise CLIError(f'{args.checkpoint}: {e}') from None
     model.eval()
     return model, data, inputs, config
 

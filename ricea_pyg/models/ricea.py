@@ -224,6 +224,16 @@ class RICEA(torch.nn.Module):
         self.projection.reset_parameters()
         self.fusion.reset_parameters()
 
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        if self.structure_kind == 'relational' and \
+                'structure.lin.weight' in state_dict:
+            raise ValueError(
+                "this checkpoint's relational encoder ends in a linear map, "
+                'which RICEA dropped in 0.2.0 (its blocks are now the graph '
+                'embedding); it cannot be loaded: retrain it with this '
+                'version')
+        return super().load_state_dict(state_dict, *args, **kwargs)
+
     def adjacency(self, inputs: PairInputs
                   ) -> Union[CSRAdjacency, RelationalAdjacency]:
         """The structure encoder's prepared graph, built once per

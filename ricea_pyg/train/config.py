@@ -138,10 +138,11 @@ class TrainConfig:
           full-graph step is faster.
         * ``channels``: 300; from :data:`NARROW_FROM` entities per KG, the
           width that keeps the fused embedding at most
-          :data:`FUSED_WIDTH_CAP` (64 for 6 modalities). The relational
-          encoder takes Dual-AMN's 128 channels per block (768 with two
-          layers) or, from :data:`NARROW_FROM`, that width rounded down to
-          a multiple of its blocks.
+          :data:`FUSED_WIDTH_CAP` (64 for 6 modalities). With the
+          relational encoder, Dual-AMN's 128 channels per block (768 with
+          two layers; every modality is then projected to 768) or, from
+          :data:`NARROW_FROM`, that width rounded down to a multiple of
+          its blocks.
         * ``batch_size``: MEAformer's 3,500 pairs; 1,024 when ``sampled``.
           The in-batch loss costs :math:`O(B)` per pair, most of a sampled
           step, while the sampled neighbourhoods cost little per step.
@@ -230,7 +231,8 @@ class TrainConfig:
             raise ConfigError(f"joint_loss must be 'icl' or 'dual_amn' (got "
                               f'{self.joint_loss!r})')
         if self.structure_encoder == 'relational' and \
-                self.channels is not None:
+                self.channels is not None and (
+                    self.modalities is None or 'graph' in self.modalities):
             from ricea_pyg.models.ricea import relational_blocks
             blocks = relational_blocks(self.gat_layers)
             if self.channels % blocks:

@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
@@ -451,9 +452,11 @@ class Trainer:
         """Loss of one batch with the graph encoder on the whole graph."""
         graph = self.model.graph_embeddings(self.inputs)
         if self.config.joint_loss == 'dual_amn':
-            # Every entity of both KGs but the pair itself is a candidate.
+            # Every entity of both KGs but the pair itself is a candidate;
+            # unit rows, as search scores them. Each process runs the
+            # model on every entity (no speed-up from more processes).
             out = self.model(self.inputs, graph=graph, beside=False)
-            h, pair_rows = out.fused, batch.t()
+            h, pair_rows = F.normalize(out.fused, dim=1), batch.t()
             joint = dual_amn_loss(h[batch[0]], h[batch[1]], h, h,
                                   source_index=pair_rows,
                                   target_index=pair_rows)

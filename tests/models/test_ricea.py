@@ -103,6 +103,10 @@ def test_relational_structure_encoder_reads_relation_types(data):
                                           model.adjacency(inp)))
     with pytest.raises(ValueError, match='multiple of 6, e.g. 768'):
         RICEA.from_inputs(inp, channels=8, structure_encoder='relational')
+    old = {**model.state_dict(), 'structure.lin.weight': torch.zeros(12, 12)}
+    with pytest.raises(ValueError, match='retrain it'):
+        model.load_state_dict(old)
+    model.load_state_dict(model.state_dict())
     # Relabelling the relation types changes the graph embedding.
     shuffled = PairInputs(**{**inp.__dict__, '_cache': {},
                              'edge_type': inp.edge_type.flip(0)})

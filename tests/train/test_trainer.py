@@ -329,7 +329,7 @@ def test_sampling_needs_one_fanout_per_layer(data):
     with pytest.raises(ConfigError, match='one fan-out per GAT layer'):
         Trainer(data, small_config(sampled=True, fanouts=[5]), log=quiet)
     with pytest.raises(ConfigError, match="structure_encoder='gat' only"):
-        Trainer(data, small_config(sampled=True,
+        Trainer(data, small_config(sampled=True, channels=12,
                                    structure_encoder='relational'), log=quiet)
 
 
@@ -378,7 +378,7 @@ def test_dual_amn_joint_loss_scores_every_entity(data):
     model, inputs = t.model, t.inputs
     torch.manual_seed(0)  # the same dropout, if any
     out = model(inputs)
-    h, pairs = out.fused, rows.t()
+    h, pairs = torch.nn.functional.normalize(out.fused, dim=1), rows.t()
     joint = dual_amn_loss(h[rows[0]], h[rows[1]], h, h,
                           source_index=pairs, target_index=pairs)
     assert parts['joint'] == pytest.approx(float(joint.detach()), rel=1e-5)
@@ -424,14 +424,17 @@ def test_labels_beside_are_not_trained(data):
     t = Trainer(data, config, log=quiet)
     rows = t.inputs.rows(t.train_pairs[:, :8])
     loss, _ = t._full_step(rows)
+    before = t.model.embed(t.inputs).fused
     t.inputs.features['labels'] = torch.randn_like(
         t.inputs.features['labels'].float()).to(
             t.inputs.features['labels'].dtype)
     again, _ = t._full_step(rows)
     assert float(again) == pytest.approx(float(loss), rel=1e-6)
     # Search reads them: the embedding does change.
-    assert t.model.embed(t.inputs).fused.size(1) == 3 * 16 + \
-        t.inputs.features['labels'].size(1)
+    after = t.model.embed(t.inputs).fused
+    assert after.size(1) == 3 * 16 + t.inputs.features['labels'].size(1)
+    assert torch.equal(after[:, :48], before[:, :48])
+    assert not torch.allclose(after[:, 48:], before[:, 48:])
 
 
 def test_model_selector_patience_restarts_in_each_stage():

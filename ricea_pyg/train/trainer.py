@@ -230,6 +230,16 @@ def _process_group():
     return 0, 1
 
 
+def _every_entity_loss(h: Tensor, batch: Tensor) -> Tensor:
+    """:func:`dual_amn_loss` of the ``[2, B]`` row pairs :obj:`batch` of
+    :obj:`h` with every entity of both KGs but the pair itself a negative
+    (Dual-AMN's choice; ``benchmarks/structure_only.py`` measured it ahead
+    of the other KG alone)."""
+    pair_rows = batch.t()
+    return dual_amn_loss(h[batch[0]], h[batch[1]], h, h,
+                         source_index=pair_rows, target_index=pair_rows)
+
+
 def _halves(out: ModelOutput, b: int):
     """The source and target halves of a batch of ``2 b`` rows."""
     return [out.select(sl) for sl in (slice(0, b), slice(b, 2 * b))]
@@ -452,14 +462,10 @@ class Trainer:
         """Loss of one batch with the graph encoder on the whole graph."""
         graph = self.model.graph_embeddings(self.inputs)
         if self.config.joint_loss == 'dual_amn':
-            # Every entity of both KGs but the pair itself is a candidate;
-            # unit rows, as search scores them. Each process runs the
-            # model on every entity (no speed-up from more processes).
+            # Unit rows, as search scores them. Each process runs the model
+            # on every entity (no speed-up from more processes).
             out = self.model(self.inputs, graph=graph, beside=False)
-            h, pair_rows = F.normalize(out.fused, dim=1), batch.t()
-            joint = dual_amn_loss(h[batch[0]], h[batch[1]], h, h,
-                                  source_index=pair_rows,
-                                  target_index=pair_rows)
+            joint = _every_entity_loss(F.normalize(out.fused, dim=1), batch)
             loss, parts = self.criterion(out.select(batch[0]),
                                          out.select(batch[1]), joint=joint)
         else:
@@ -467,13 +473,7 @@ class Trainer:
                              beside=False)
             loss, parts = self.criterion(*_halves(out, batch.size(1)))
         if self.config.hard_negative_weight > 0 and graph is not None:
-            # Every entity of both KGs but the pair itself is a negative
-            # (Dual-AMN's choice; benchmarks/structure_only.py measured it
-            # ahead of the other KG alone).
-            pair_rows = batch.t()
-            hard = dual_amn_loss(graph[batch[0]], graph[batch[1]], graph,
-                                 graph, source_index=pair_rows,
-                                 target_index=pair_rows)
+            hard = _every_entity_loss(graph, batch)
             loss = loss + self.config.hard_negative_weight * hard
             parts['hard_negative'] = float(hard.detach())
         return loss, parts

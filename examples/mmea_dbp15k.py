@@ -2,7 +2,7 @@
 
     python examples/mmea_dbp15k.py                      # zh_en, with names
     python examples/mmea_dbp15k.py --pair ja_en --no-names
-    python examples/mmea_dbp15k.py --fusion meaformer --out runs/mea
+    python examples/mmea_dbp15k.py --fusion adc --out runs/adc   # RICEA
 
 Data come from ``$RICEA_DATA_ROOT/dbp15k`` (default ``../shared/data``), or
 are downloaded there when missing. Prints the names-only baseline (MiniLM
@@ -27,8 +27,9 @@ parser.add_argument('--root', default=os.path.join(
 parser.add_argument('--no-names', action='store_true',
                     help='graph + relation types only')
 parser.add_argument('--iterative', action='store_true')
-parser.add_argument('--fusion', default='adc',
-                    help='adc (RICEA), meaformer, global (EVA), concat')
+parser.add_argument('--fusion', default='concat',
+                    help='concat (the best measured, docs/results.md), adc '
+                    '(RICEA), meaformer, global (EVA)')
 parser.add_argument('--epochs', type=int, default=15)
 parser.add_argument('--seed', type=int, default=0)
 parser.add_argument('--out', default=None, help='folder for metrics.json')

@@ -80,17 +80,37 @@ def test_align_one_to_one_exports_distinct_targets(run, tmp_path):
     assert main(['align', best, '--output', path, '--threshold', '0.5']) == 2
 
 
-def test_explain_writes_csv_and_plots(run, tmp_path):
-    folder = str(tmp_path / 'explain')
+@pytest.fixture(scope='module')
+def adc_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('adc_run'))
+    assert main(['train', *SYN, *FAST, '--fusion', 'adc', '--out', out]) == 0
+    return out
+
+
+def explain(run, folder):
     assert main(['explain', os.path.join(run, 'best.pt'), '--out',
                  folder]) == 0
-    assert {'modality_weights.csv', 'weights.png', 'uncertainty.png'} <= set(
-        os.listdir(folder))
     with open(os.path.join(folder, 'modality_weights.csv')) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 400 and 'u_graph' in rows[0]
+    assert len(rows) == 400
     weights = [float(v) for k, v in rows[0].items() if k.startswith('w_')]
     assert sum(weights) == pytest.approx(1.0, abs=1e-4)
+    return rows, set(os.listdir(folder))
+
+
+def test_explain_writes_csv_and_plots(adc_run, tmp_path):
+    rows, files = explain(adc_run, str(tmp_path / 'explain'))
+    assert {'modality_weights.csv', 'weights.png', 'uncertainty.png'} <= files
+    assert 'u_graph' in rows[0]
+
+
+def test_explain_without_uncertainty_writes_weights_only(run, tmp_path):
+    # The default fusion (concat) has weights but no uncertainty.
+    with open(os.path.join(run, 'metrics.json')) as f:
+        assert json.load(f)['config']['fusion'] == 'concat'
+    rows, files = explain(run, str(tmp_path / 'explain'))
+    assert {'modality_weights.csv', 'weights.png'} <= files
+    assert 'uncertainty.png' not in files and 'u_graph' not in rows[0]
 
 
 @pytest.mark.parametrize('argv, message', [

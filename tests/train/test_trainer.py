@@ -494,7 +494,7 @@ def test_pair_mean_scoring_trains_and_searches_with_its_own_score(data):
     logged part of the objective."""
     from ricea_pyg.search import QueryKey
     t = Trainer(data, small_config(
-        epochs=2, fusion_kwargs={'scoring': 'pair_mean'},
+        epochs=2, fusion='adc', fusion_kwargs={'scoring': 'pair_mean'},
         lambda_uncertainty=0.5), log=quiet)
     parts = t.train_epoch()
     assert 'uncertainty' in parts and parts['uncertainty'] > 0

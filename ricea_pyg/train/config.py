@@ -45,7 +45,8 @@ class TrainConfig:
     modalities: Optional[List[str]] = None  # None = all in the data
     channels: Optional[int] = None  # None: 300, narrower on large graphs
     # The best measured on DBP15K: never behind 'adc', 'meaformer' or
-    # 'global' in docs/results.md and docs/robustness.md. 'adc' is RICEA's.
+    # 'global' at their defaults in docs/results.md and
+    # docs/robustness.md. 'adc' is RICEA's.
     fusion: str = 'concat'
     fusion_kwargs: Dict[str, Any] = field(default_factory=dict)
     gat_layers: int = 2

@@ -429,7 +429,7 @@ def test_labels_beside_are_not_trained(data):
         t.inputs.features['labels'].float()).to(
             t.inputs.features['labels'].dtype)
     again, _ = t._full_step(rows)
-    assert float(again) == pytest.approx(float(loss), rel=1e-6)
+    assert again.item() == pytest.approx(loss.item(), rel=1e-6)
     # Search reads them: the embedding does change.
     after = t.model.embed(t.inputs).fused
     assert after.size(1) == 3 * 16 + t.inputs.features['labels'].size(1)

@@ -551,27 +551,29 @@ class _DenseStandardisedLSE(torch.autograd.Function):
         # d = pos - (|q|^2 + |t|^2 - 2 q.t) + m, built in place.
         d = torch.addmm(row.view(-1, 1), query, table.t(), alpha=2)
         d.sub_(t_sq)
-        count = torch.full((b, ), float(n), dtype=d.dtype, device=d.device)
+        # Statistics in float32 at least (N does not fit bfloat16 exactly).
+        acc = torch.promote_types(d.dtype, torch.float32)
+        count = torch.full((b, ), float(n), dtype=acc, device=d.device)
         if exclude is not None:
             ex = exclude.view(b, -1).sort(1).values
             first = torch.ones_like(ex, dtype=torch.bool)
             first[:, 1:] = ex[:, 1:] != ex[:, :-1]  # each excluded row once
-            keep = first.to(d.dtype)
+            keep = first.to(acc)
             count = count - keep.sum(1)
             if not bool((count > 0).all()):
                 raise ValueError('a query has no negative candidate left '
                                  '(all ids are -1 or its counterpart): pass '
                                  'more candidates')
-            gone = d.gather(1, ex)
-            mean = (d.sum(1) - (gone * keep).sum(1)) / count
+            gone = d.gather(1, ex).to(acc)
+            mean = (d.sum(1, dtype=acc) - (gone * keep).sum(1)) / count
         else:
-            mean = d.sum(1) / count
-        d.sub_(mean.view(-1, 1))
-        sq = torch.linalg.vector_norm(d, dim=1).pow(2)
+            mean = d.sum(1, dtype=acc) / count
+        d.sub_(mean.view(-1, 1).to(d.dtype))
+        sq = torch.linalg.vector_norm(d, dim=1, dtype=acc).pow(2)
         if exclude is not None:
             sq = sq - ((gone - mean.view(-1, 1)).pow(2) * keep).sum(1)
         std = (sq.clamp_min(0) / count).sqrt().clamp_min(
-            torch.finfo(d.dtype).eps ** 0.5)
+            torch.finfo(d.dtype).eps ** 0.5).to(d.dtype)
         scale = gamma / std
         d.mul_(scale.view(-1, 1)).add_(bias)
         if exclude is not None:

@@ -522,13 +522,17 @@ def _check_ids(name: str, ids: Optional[Tensor], batch: int, num: int,
                          'being the rows of its candidate table')
 
 
+_NO_NEGATIVE = ('a query has no negative candidate left (all ids are -1 or '
+                'its counterpart): pass more candidates')
+
+
 class _DenseStandardisedLSE(torch.autograd.Function):
     r"""One direction of :func:`dual_amn_loss` against every row of the
     table, with its gradient written out: the ``[B, N]`` scores are built,
     standardised and turned into softmax weights in one buffer, and the
     backward pass is two matrix products. Autograd over the same formula
-    keeps about ten ``[B, N]`` intermediates and took 2-3x as long on the
-    whole-graph loss (``benchmarks/dual_amn_loss.py``); it stays the
+    keeps about ten ``[B, N]`` intermediates and took 1.6-2.1x as long on
+    the whole-graph loss (``benchmarks/dual_amn_loss.py``); it stays the
     reference (the ``ids`` path of :func:`_standardised_lse` with every row,
     tested equal).
 
@@ -561,9 +565,7 @@ class _DenseStandardisedLSE(torch.autograd.Function):
             keep = first.to(acc)
             count = count - keep.sum(1)
             if not bool((count > 0).all()):
-                raise ValueError('a query has no negative candidate left '
-                                 '(all ids are -1 or its counterpart): pass '
-                                 'more candidates')
+                raise ValueError(_NO_NEGATIVE)
             gone = d.gather(1, ex).to(acc)
             mean = (d.sum(1, dtype=acc) - (gone * keep).sum(1)) / count
         else:
@@ -627,8 +629,7 @@ def _standardised_lse(query: Tensor, pos: Tensor, table: Tensor,
         valid &= (ids.unsqueeze(-1) != exclude.view(ids.size(0), 1, -1)
                   ).all(-1)
     if not valid.any(1).all():
-        raise ValueError('a query has no negative candidate left (all ids '
-                         'are -1 or its counterpart): pass more candidates')
+        raise ValueError(_NO_NEGATIVE)
     d = pos.view(-1, 1) - dist + margin
     with torch.no_grad():  # statistics over the candidates, no gradient
         count = valid.sum(1, keepdim=True)

@@ -17,6 +17,7 @@ them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -99,24 +100,36 @@ def parse_fusion(spec):
                          'a JSON object, e.g. adc:{"weights_grad": true}') from None
 
 
+def split_variant(kwargs):
+    """The keys of a ``--fusions`` variant that are :class:`TrainConfig`
+    fields (``'concat:{"epochs": 10, "eval_every": 1}'``), then the rest,
+    the fusion's own arguments."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return ({k: v for k, v in kwargs.items() if k in fields},
+            {k: v for k, v in kwargs.items() if k not in fields})
+
+
 def run_one(args, pair, setting, fusion, seed):
     names = setting.startswith('names')
     data = load(args.root, pair, names)
-    epochs = args.epochs_names if names else args.epochs_no_names
     name, kwargs = parse_fusion(fusion)
+    settings, kwargs = split_variant(kwargs)
+    settings.setdefault('epochs', args.epochs_names if names
+                        else args.epochs_no_names)
+    settings.setdefault('eval_every', args.eval_every)
+    epochs = settings['epochs']
     # 'names' and 'no names' keep the inputs of the rows from before
     # propagation existed; ', propagated' and ', labels' take the defaults
     # (propagated names; seed labels for a structure-only model).
     propagate = None if PROPAGATED in setting or not names else []
-    config = TrainConfig(fusion=name, fusion_kwargs=kwargs, seed=seed,
-                         epochs=epochs, eval_every=args.eval_every,
-                         iterative=setting.endswith(ITERATIVE),
-                         propagate=propagate,
-                         label_channels=None if LABELS in setting else 0,
-                         label_mode='beside' if BESIDE in setting else
-                         'fused',
-                         progress=False,
-                         **(DUAL_AMN_CONFIG if DUAL_AMN in setting else {}))
+    config = TrainConfig(**{
+        **dict(iterative=setting.endswith(ITERATIVE), propagate=propagate,
+               label_channels=None if LABELS in setting else 0,
+               label_mode='beside' if BESIDE in setting else 'fused',
+               **(DUAL_AMN_CONFIG if DUAL_AMN in setting else {})),
+        **settings,
+        'fusion': name, 'fusion_kwargs': kwargs, 'seed': seed,
+        'progress': False})
     if config.iterative:
         epochs += config.iter_epochs
     start = time.perf_counter()
@@ -281,7 +294,8 @@ def main():
     p.add_argument('--fusions', nargs='*',
                    default=['adc', 'meaformer', 'global', 'concat'],
                    help='fusion names; a variant is name:JSON kwargs, e.g. '
-                   'adc:{"weights_grad": true}')
+                   'adc:{"weights_grad": true}; keys that are TrainConfig '
+                   'fields set the training, e.g. concat:{"epochs": 10}')
     p.add_argument('--extra-seeds', type=int, nargs='*', default=[1, 2],
                    help='more seeds of --seed-fusions in --seed-setting on '
                    '--seed-pairs')

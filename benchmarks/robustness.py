@@ -31,7 +31,6 @@ the script is rerun, so an interrupted grid continues.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shlex
@@ -43,7 +42,11 @@ from collections import Counter, defaultdict
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from alignment_accuracy import done_keys, parse_fusion  # noqa: E402
+from alignment_accuracy import (  # noqa: E402
+    done_keys,
+    parse_fusion,
+    split_variant,
+)
 from common import machine  # noqa: E402
 
 from ricea_pyg.data import CorruptModalities, DropTriples  # noqa: E402
@@ -166,9 +169,7 @@ def run_cell(args, cell, fusion, seed, epochs):
     name, kwargs = parse_fusion(fusion)
     # Keys of a variant that are training settings (e.g.
     # "lambda_uncertainty") go to the config, the rest to the fusion.
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {k: v for k, v in kwargs.items() if k in fields}
-    kwargs = {k: v for k, v in kwargs.items() if k not in fields}
+    settings, kwargs = split_variant(kwargs)
     config = TrainConfig(
         **settings,
         fusion=name, fusion_kwargs=kwargs, seed=seed, epochs=epochs,

@@ -9,7 +9,9 @@ the fused output, with gradients w.r.t. the inputs (as when the modality
 embeddings come from encoders). ``adc+aux`` is ADCFusion as a drop-in
 layer that trains: ``features='z'``, and the backward also runs through
 ``auxiliary_loss`` (TCP on the confidence, the uncertainty loss through the
-attention) against random per-modality targets. Ends with the ADCFusion /
+attention) against random per-modality targets; ``adc+aux, g d/4`` is the
+same with the confidence network's hidden sizes ``[d // 4]`` instead of the
+method's ``[2d, d]`` (``confidence_hidden``). Ends with the ADCFusion /
 MEAformerFusion ratios measured in this process.
 """
 from __future__ import annotations
@@ -27,14 +29,17 @@ from ricea_pyg.loss import auxiliary_loss  # noqa: E402
 from ricea_pyg.nn import FUSIONS  # noqa: E402
 
 AUX = 'adc+aux'
+AUX_NARROW = 'adc+aux, g d/4'
 
 
 def bench(name, n, m, d, device, compiled, repeats):
     torch.manual_seed(0)
     kwargs = dict(num_modalities=m)
-    if name in ('meaformer', 'adc', AUX):
+    if name in ('meaformer', 'adc', AUX, AUX_NARROW):
         kwargs['channels'] = d
-    if name == AUX:
+    if name == AUX_NARROW:
+        kwargs['confidence_hidden'] = [d // 4]
+    if name in (AUX, AUX_NARROW):
         fusion = FUSIONS['adc'](features='z', **kwargs).to(device)
     else:
         fusion = FUSIONS[name](**kwargs).to(device)
@@ -44,7 +49,7 @@ def bench(name, n, m, d, device, compiled, repeats):
     readout = torch.randn(n, m * d, device=device)
     target = torch.rand(n, m, device=device)
     xg = x.clone().requires_grad_()
-    if name == AUX:
+    if name in (AUX, AUX_NARROW):
         full = torch.compile(fusion.forward_full) if compiled else \
             fusion.forward_full
 
@@ -84,7 +89,8 @@ def main():
                    default=[10_000, 40_000, 200_000])
     p.add_argument('--modalities', type=int, nargs='+', default=[2, 4, 6])
     p.add_argument('--channels', type=int, default=300)
-    p.add_argument('--fusions', nargs='+', default=list(FUSIONS) + [AUX])
+    p.add_argument('--fusions', nargs='+',
+                   default=list(FUSIONS) + [AUX, AUX_NARROW])
     p.add_argument('--no-compile', action='store_true')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--json', action='store_true')
@@ -108,7 +114,7 @@ def main():
             'peak_mb']
     ratios = []
     for r in rows:
-        if r['fusion'] not in ('adc', AUX):
+        if r['fusion'] not in ('adc', AUX, AUX_NARROW):
             continue
         ref = [q for q in rows if q['fusion'] == 'meaformer' and all(
             q[k] == r[k] for k in ('N', 'M', 'd', 'device', 'mode'))]

@@ -52,7 +52,8 @@ NON_DEFAULT = dict(mode='sum', uncertainty='col', calibration='pdf_remnant',
                    weights_grad=True, detach_belief=False,
                    shared_confidence=True, num_layers=2, heads=2, ffn=True,
                    dropout=0.1, eps=1e-4, ffn_channels=5, shared=True,
-                   scoring='pair_mean', features='z')
+                   scoring='pair_mean', features='z', hidden=[3],
+                   confidence_hidden=[3])
 
 
 def make(cls, **extra):
@@ -552,6 +553,29 @@ def test_adc_transformer_switches():
     f.eval()
     a, b = f.forward_full(x, mask), f.forward_full(x, mask)
     assert torch.equal(a.extras['z'], b.extras['z'])
+
+
+def test_confidence_hidden_sizes_shape_the_network():
+    f = make(ADCFusion, confidence_hidden=[5])
+    mlp = f.interaction.confidence
+    assert [tuple(w.shape) for w in mlp.weights] == [(M, C, 5), (M, 5, 1)]
+    assert [tuple(w.shape) for w in ConfidenceMLP(C, M).weights] == [
+        (M, C, 2 * C), (M, 2 * C, C), (M, C, 1)]
+    x = torch.randn(N, M, C)
+    out = f.forward_full(x, torch.ones(N, M, dtype=torch.bool))
+    assert out.extras['confidence'].shape == (N, M)
+    # The per-modality batched network equals M separate Linear stacks.
+    lin = [torch.nn.Linear(C, 5), torch.nn.Linear(5, 1)]
+    for m in range(M):
+        with torch.no_grad():
+            for layer, w, b in zip(lin, mlp.weights, mlp.biases):
+                layer.weight.copy_(w[m].t())
+                layer.bias.copy_(b[m, 0])
+        ref = lin[1](torch.relu(lin[0](x[:, m]))).squeeze(-1)
+        assert torch.allclose(mlp(x)[:, m], ref, atol=1e-6)
+    for bad in (5, [0], [2.5], [True]):
+        with pytest.raises(ValueError, match='list of positive ints'):
+            ConfidenceMLP(C, M, hidden=bad)
 
 
 def test_adc_confidence_switches():

@@ -147,6 +147,7 @@ def run_one(args, pair, setting, fusion, seed):
                 val=metrics['val'], test=metrics['test'],
                 test_cosine=metrics['test_cosine'],
                 best_epoch=metrics['best_epoch'],
+                label_weight=metrics['label_weight'],
                 epoch_time_s=metrics['epoch_time_s'],
                 wall_time_s=time.perf_counter() - start)
 

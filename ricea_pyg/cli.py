@@ -599,6 +599,8 @@ def _restore(args):
                           state.get('train_pairs'))
     config = resolve_config(inputs, config)  # the sizes it trained with
     model = build_model(inputs, config)
+    if model.beside and 'label_weight' in state:  # as chosen on validation
+        model.beside_weight = state['label_weight']
     try:
         model.load_state_dict(state['model'])
     except RuntimeError as e:

@@ -47,6 +47,24 @@ def test_evaluate(run, capsys):
     assert every['cosine']['hits@1'] <= out['cosine']['hits@1']
 
 
+def test_evaluate_uses_the_label_weight_chosen_on_validation(tmp_path,
+                                                              capsys):
+    config = tmp_path / 'config.json'
+    config.write_text(json.dumps({
+        'modalities': ['graph', 'rel', 'attr'], 'label_channels': 32,
+        'label_mode': 'beside', 'label_weight': [0.05, 0.5, 0.95]}))
+    out = str(tmp_path / 'run')
+    assert main(['train', *SYN, *FAST, '--config', str(config), '--out',
+                 out]) == 0
+    with open(os.path.join(out, 'metrics.json')) as f:
+        m = json.load(f)
+    capsys.readouterr()
+    assert main(['evaluate', os.path.join(out, 'best.pt'), '--split',
+                 'test']) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got['csls'] == pytest.approx(m['test'], abs=1e-9)
+
+
 def test_align_exports_every_unaligned_source(run, tmp_path):
     path = str(tmp_path / 'pairs.tsv')
     assert main(['align', os.path.join(run, 'best.pt'), '--output',

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -165,10 +165,11 @@ class RICEA(torch.nn.Module):
             raise ValueError('every modality is beside the fusion; at least '
                              'one must be fused')
         self.num_entities, self.channels = num_entities, channels
-        missing = [m for m in self.modalities
+        missing = [m for m in modalities
                    if m != 'graph' and m not in in_channels]
         if missing:
             raise ValueError(f'no input size for modalities {missing}')
+        self.beside_width = sum(in_channels[m] for m in self.beside)
         if structure_encoder not in ('gat', 'relational'):
             raise ValueError(f"structure_encoder must be 'gat' or "
                              f"'relational' (got {structure_encoder!r})")
@@ -314,8 +315,7 @@ class RICEA(torch.nn.Module):
         fused, query, key = out.fused, out.query, out.key
         if self.beside and beside:
             rows = self.beside_rows(inputs, index)
-            a, b = math.sqrt(1 - self.beside_weight), math.sqrt(
-                self.beside_weight)
+            a, b = self._beside_scales(self.beside_weight)
             fused = torch.cat([F.normalize(fused, dim=1) * a, rows * b], 1)
             if query is not None:
                 query = torch.cat([query * a, rows * b], 1)
@@ -328,6 +328,38 @@ class RICEA(torch.nn.Module):
                 query = key = fused
         return ModelOutput(fused, x, mask, out.weights, out.uncertainty,
                            out.aux, query, key)
+
+    @staticmethod
+    def _beside_scales(weight: float) -> Tuple[float, float]:
+        """The scales of the fused and the beside block for :math:`g`."""
+        return math.sqrt(1 - weight), math.sqrt(weight)
+
+    def reweigh(self, embeddings: Embeddings, weight: float) -> Embeddings:
+        """:obj:`embeddings` (``fused``, ``query``/``key`` or
+        :attr:`ModelOutput.embeddings`, made at :attr:`beside_weight`) as
+        they are at :math:`g` = :obj:`weight`, without running the model:
+        the fused block and the :obj:`beside` rows (the last
+        :attr:`beside_width` columns) rescaled. The trainer chooses :math:`g` on
+        validation with it."""
+        if not self.beside:
+            raise ValueError('reweigh needs beside modalities; this model '
+                             'has none')
+        if not 0 < weight < 1:
+            raise ValueError(f'weight must be in (0, 1) (got {weight})')
+        if isinstance(embeddings, QueryKey):
+            query = self.reweigh(embeddings.query, weight)
+            key = (query if embeddings.key is embeddings.query else
+                   self.reweigh(embeddings.key, weight))
+            return QueryKey(query, key)
+        (a0, b0), (a, b) = (self._beside_scales(self.beside_weight),
+                            self._beside_scales(weight))
+        cut = embeddings.size(1) - self.beside_width
+        if cut <= 0:
+            raise ValueError(f'{embeddings.size(1)} columns hold no fused '
+                             f'block before the {self.beside_width} beside '
+                             'columns: not this model\'s embeddings')
+        return torch.cat([embeddings[:, :cut] * (a / a0),
+                          embeddings[:, cut:] * (b / b0)], 1)
 
     def beside_rows(self, inputs: PairInputs,
                     index: Optional[Tensor] = None) -> Tensor:

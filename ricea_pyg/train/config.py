@@ -7,7 +7,7 @@ import inspect
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 __all__ = ['TrainConfig', 'ConfigError', 'SAMPLED_FROM', 'NARROW_FROM',
            'PROPAGATED_BY_DEFAULT', 'LABELS', 'LABEL_CHANNELS',
@@ -75,9 +75,12 @@ class TrainConfig:
     label_channels: Optional[int] = None
     # 'fused': the labels are one more fused modality (a learnt map to d);
     # 'beside': scored beside the fusion, [sqrt(1 - g) h ; sqrt(g) l]
-    # (RICEA's beside), with g = label_weight.
+    # (RICEA's beside), with g = label_weight. A list of values: g is
+    # chosen on validation at every evaluation (the fused part alone is
+    # trained, so g changes the score, not the model), kept with the
+    # selected model.
     label_mode: str = 'fused'
-    label_weight: float = 0.5
+    label_weight: Union[float, List[float]] = 0.5
     # loss
     tau: float = 0.1
     alpha: float = 0.5
@@ -186,6 +189,8 @@ class TrainConfig:
             self.fanouts = list(self.fanouts)
         if isinstance(self.propagate, tuple):
             self.propagate = list(self.propagate)
+        if isinstance(self.label_weight, tuple):
+            self.label_weight = list(self.label_weight)
         self.validate()
 
     def validate(self) -> None:
@@ -271,12 +276,14 @@ class TrainConfig:
         if self.label_mode not in ('fused', 'beside'):
             raise ConfigError(f"label_mode must be 'fused' or 'beside' (got "
                               f'{self.label_mode!r})')
-        if isinstance(self.label_weight, bool) or not isinstance(
-                self.label_weight, (int, float)) or not \
-                0 < self.label_weight < 1:
-            raise ConfigError(f'label_weight must be a number in (0, 1) (got '
-                              f'{self.label_weight!r}): the share of the '
-                              f'score that the seed labels carry')
+        weights = (self.label_weight if isinstance(self.label_weight, list)
+                   else [self.label_weight])
+        if not weights or any(isinstance(g, bool) or not isinstance(
+                g, (int, float)) or not 0 < g < 1 for g in weights):
+            raise ConfigError(f'label_weight must be a number in (0, 1) or a '
+                              f'non-empty list of them to choose from on '
+                              f'validation (got {self.label_weight!r}): the '
+                              f'share of the score that the seed labels carry')
         if self.label_channels is not None and (
                 isinstance(self.label_channels, bool)
                 or not isinstance(self.label_channels, int)

@@ -9,7 +9,7 @@ import os
 import random
 import time
 import warnings
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -200,7 +200,14 @@ def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
         checkpoint_fusion=config.checkpoint_fusion,
         beside=([LABELS] if config.label_mode == 'beside' and LABELS in
                 inputs.modalities else ()),
-        beside_weight=config.label_weight)
+        beside_weight=label_weights(config)[0])
+
+
+def label_weights(config: TrainConfig) -> List[float]:
+    """The values of :math:`g` that :obj:`config` names (the first until
+    validation has chosen one)."""
+    g = config.label_weight
+    return [float(w) for w in g] if isinstance(g, list) else [float(g)]
 
 
 def evaluate_embeddings(*args, **kwargs) -> Dict[str, float]:
@@ -315,6 +322,7 @@ class Trainer:
         split = data[ALIGN]
         self.train_pairs = split.train_index.clone()
         self.best_train_pairs = self.train_pairs
+        self.best_label_weight = label_weights(config)[0]
         self.val_pairs, self.test_pairs = split.val_index, split.test_index
         # Gold counterparts, only to report how many added pairs are right.
         gold = torch.cat([split.train_index, split.val_index,
@@ -552,6 +560,13 @@ class Trainer:
         ``seed``), and no one-to-one Hits@1."""
         pairs = {'val': self.val_pairs, 'test': self.test_pairs}[split]
         src, tgt, _ = embeddings or self.embeddings()
+        return self._evaluate_pairs(src, tgt, pairs, csls_k, candidates,
+                                    one_to_one)
+
+    def _evaluate_pairs(self, src, tgt, pairs: Tensor,
+                        csls_k: Optional[int] = None,
+                        candidates: Optional[str] = None,
+                        one_to_one: bool = False) -> Dict[str, float]:
         return _evaluate_embeddings(
             src, tgt, pairs.to(self.device),
             self.config.csls_k if csls_k is None else csls_k,
@@ -580,6 +595,10 @@ class Trainer:
                               if self.self_training else None),
             'train_pairs': self.train_pairs, 'log': self.run_log.state_dict(),
             'best_train_pairs': self.best_train_pairs,
+            # g of the model's score (label_weight), as last chosen on
+            # validation, and of the selected model
+            'label_weight': self.model.beside_weight,
+            'best_label_weight': self.best_label_weight,
             'modalities': self.inputs.modalities,
         }
 
@@ -611,6 +630,10 @@ class Trainer:
         self.train_pairs = state['train_pairs']
         self.best_train_pairs = state.get('best_train_pairs',
                                           self.train_pairs)
+        self.model.beside_weight = state.get('label_weight',
+                                             self.model.beside_weight)
+        self.best_label_weight = state.get('best_label_weight',
+                                           self.best_label_weight)
         if LABELS in self.inputs.modalities:
             self._refresh_labels()
         self.run_log.load_state_dict(state['log'])
@@ -632,6 +655,7 @@ class Trainer:
                          'modalities': self.inputs.modalities,
                          # what its seed labels were built from
                          'train_pairs': self.best_train_pairs,
+                         'label_weight': self.best_label_weight,
                          'epoch': self.epoch + 1, 'val': val},
                         self._path('best.pt'))
 
@@ -696,9 +720,14 @@ class Trainer:
         return info
 
     def _validate(self, stage: int, embeddings=None) -> Dict[str, float]:
-        val = self.evaluate('val', embeddings=embeddings)
+        choices = label_weights(self.config)
+        if len(choices) > 1 and self.model.beside:
+            val = self._choose_label_weight(choices, embeddings)
+        else:
+            val = self.evaluate('val', embeddings=embeddings)
         if self.selector.update(self.epoch + 1, stage, val, self.model):
             self.best_train_pairs = self.train_pairs
+            self.best_label_weight = self.model.beside_weight
             self._save_best(val)
         elif self.selector.stopped[stage]:
             self.log(f'early stop in stage {stage} at epoch {self.epoch + 1} '
@@ -707,18 +736,44 @@ class Trainer:
                      f'{self.best["epoch"]})')
         return {f'val_{k}': v for k, v in val.items()}
 
+    def _choose_label_weight(self, choices: List[float], embeddings=None
+                             ) -> Dict[str, float]:
+        """Validation metrics at each :math:`g` of :obj:`choices` from one
+        run of the model (:meth:`RICEA.reweigh`); the best by
+        ``select_metric`` (the first on a tie) becomes the model's
+        :math:`g`. Its metrics carry it as ``label_weight``."""
+        src, tgt, _ = embeddings or self.embeddings()
+        pairs = self.val_pairs.to(self.device)
+        if self.config.candidates == 'test' and not self.config.eval_queries:
+            # Only the validation rows are ranked: reweigh those alone.
+            src, tgt = src[pairs[0]], tgt[pairs[1]]
+            pairs = torch.arange(pairs.size(1), device=self.device).expand(
+                2, -1)
+        best = None
+        for g in choices:
+            val = self._evaluate_pairs(self.model.reweigh(src, g),
+                                       self.model.reweigh(tgt, g), pairs)
+            if best is None or val[self.config.select_metric] > best[1][
+                    self.config.select_metric]:
+                best = g, val
+        self.model.beside_weight = best[0]
+        return {**best[1], 'label_weight': best[0]}
+
     def _line(self, row: Dict) -> str:
         s = (f"epoch {row['epoch']:4d} | stage {row['stage']} | loss "
              f"{row['loss']:.4f} | lr {row['lr']:.2e} | {row['time_s']:.2f}s")
         if 'val_mrr' in row:
             s += (f" | val hits@1 {row['val_hits@1']:.4f} mrr "
                   f"{row['val_mrr']:.4f}")
+        if 'val_label_weight' in row:
+            s += f" | g {row['val_label_weight']:g}"
         return s
 
     def _finish(self, fit_time: float) -> Dict:
         c = self.config
         if self.selector.best_state is not None:
             self.model.load_state_dict(self.selector.best_state)
+            self.model.beside_weight = self.best_label_weight
             if LABELS in self.inputs.modalities:  # the inputs it was chosen on
                 self.inputs.features[LABELS] = seed_labels(
                     self.inputs, self.best_train_pairs, self.config)
@@ -731,6 +786,8 @@ class Trainer:
         metrics = {
             'val': self.best['val'], 'test': test, 'test_cosine': test_cos,
             'best_epoch': self.best['epoch'], 'epochs_run': len(times),
+            'label_weight': (self.model.beside_weight if self.model.beside
+                             else None),
             'epoch_time_s': float(np.median(times)) if times else None,
             'train_pairs': self.train_pairs.size(1),
             'fit_time_s': fit_time, 'config': c.to_dict(),

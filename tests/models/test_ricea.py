@@ -208,6 +208,31 @@ def test_beside_scores_the_mixture_of_fused_and_beside_cosines(data,
         assert torch.equal(trained.query, ref.query)
 
 
+@pytest.mark.parametrize('scoring', ['fused', 'pair_mean'])
+def test_reweigh_equals_the_model_at_the_other_weight(data, scoring):
+    inp = PairInputs.from_data(data, ['graph', 'rel', 'img'])
+    torch.manual_seed(0)
+    model = RICEA.from_inputs(inp, channels=8, fusion='adc',
+                              fusion_kwargs={'scoring': scoring},
+                              beside=['img'], beside_weight=0.5)
+    assert model.beside_width == inp.features['img'].size(1)
+    emb = model.embed(inp).embeddings
+    model.beside_weight = 0.2
+    expected = model.embed(inp).embeddings
+    model.beside_weight = 0.5
+    got = model.reweigh(emb, 0.2)
+    assert torch.allclose(got.query, expected.query, atol=1e-6)
+    assert torch.allclose(got.key, expected.key, atol=1e-6)
+    assert not torch.allclose(got.query, emb.query)
+    with pytest.raises(ValueError, match=r'weight must be in \(0, 1\)'):
+        model.reweigh(emb, 1.0)
+    with pytest.raises(ValueError, match='not this model'):
+        model.reweigh(emb.query[:, -3:], 0.2)
+    plain = RICEA.from_inputs(inp, channels=8, fusion='concat')
+    with pytest.raises(ValueError, match='has none'):
+        plain.reweigh(emb.query, 0.2)
+
+
 def test_beside_bad_arguments(data):
     inp = PairInputs.from_data(data, ['graph', 'rel', 'img'])
     with pytest.raises(ValueError, match=r"beside names \['graph'\]"):

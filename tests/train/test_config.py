@@ -80,7 +80,8 @@ def test_label_mode_and_weight_are_checked():
     with pytest.raises(ConfigError, match="label_mode must be 'fused' or "
                        "'beside'"):
         TrainConfig(label_mode='side')
-    for bad in (0, 1, 1.5, True, '0.5'):
+    assert TrainConfig(label_weight=(0.25, 0.5)).label_weight == [0.25, 0.5]
+    for bad in (0, 1, 1.5, True, '0.5', [], [0.5, 1.0], [0.5, None]):
         with pytest.raises(ConfigError, match=r'label_weight must be a '
                            r'number in \(0, 1\)'):
             TrainConfig(label_weight=bad)

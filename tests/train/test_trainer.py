@@ -437,6 +437,47 @@ def test_labels_beside_are_not_trained(data):
     assert not torch.allclose(after[:, 48:], before[:, 48:])
 
 
+def test_label_weight_is_chosen_on_validation(data, tmp_path):
+    choices = [0.1, 0.5, 0.9]
+    config = small_config(modalities=['graph', 'rel', 'attr'],
+                          label_channels=32, label_mode='beside',
+                          label_weight=choices, fusion='concat',
+                          eval_every=1)
+    t = Trainer(data, config, out_dir=str(tmp_path), log=quiet)
+    assert t.model.beside_weight == 0.1  # the first until validation
+    metrics = t.fit()
+    # Each validation chose the g with the best validation MRR among the
+    # choices, computed from the model at that g.
+    for row in t.history:
+        assert row['val_label_weight'] in choices
+    g = metrics['label_weight']
+    assert g == metrics['val']['label_weight'] == t.model.beside_weight
+    scores = {}
+    for w in choices:
+        t.model.beside_weight = w
+        scores[w] = t.evaluate('val')['mrr']
+    assert scores[g] == pytest.approx(max(scores.values()), abs=1e-12)
+    assert scores[g] == pytest.approx(metrics['val']['mrr'], abs=1e-6)
+    # The selected model keeps its g in both checkpoints.
+    best = torch.load(tmp_path / 'best.pt', weights_only=False)
+    last = torch.load(tmp_path / 'last.pt', weights_only=False)
+    assert best['label_weight'] == last['best_label_weight'] == g
+    again = Trainer(data, config, out_dir=str(tmp_path), log=quiet)
+    again.load_state_dict(last)
+    assert again.best_label_weight == g
+    assert again.model.beside_weight == last['label_weight']
+
+
+def test_one_label_weight_is_not_searched(data):
+    config = small_config(modalities=['graph', 'rel', 'attr'],
+                          label_channels=32, label_mode='beside',
+                          label_weight=[0.3], fusion='concat')
+    t = Trainer(data, config, log=quiet)
+    metrics = t.fit()
+    assert metrics['label_weight'] == 0.3
+    assert 'label_weight' not in metrics['val']
+
+
 def test_model_selector_patience_restarts_in_each_stage():
     from ricea_pyg.train import ModelSelector
     sel = ModelSelector('mrr', patience=2)

@@ -262,6 +262,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                            help="comma-separated modalities whose features "
                            "are propagated over the triples, e.g. name,char;"
                            " '' for none")
+        elif f.name == 'label_weight':
+            g.add_argument(flag, dest=f.name, type=float, nargs='+',
+                           default=None, metavar='G',
+                           help='share of the score of the seed labels '
+                           'beside the fusion; several values: chosen on '
+                           'validation')
         elif f.name in ('channels', 'batch_size', 'eval_queries',
                         'label_channels'):  # by size
             g.add_argument(flag, dest=f.name, type=int, default=None)
@@ -286,6 +292,8 @@ def _config(args) -> TrainConfig:
             except ValueError:
                 raise ConfigError(f'--fanouts: comma-separated integers, '
                                   f'e.g. 10,5 (got {value!r})') from None
+        elif name == 'label_weight' and len(value) == 1:
+            value = value[0]
         elif name in ('fusion_kwargs', 'iter_threshold'):
             try:
                 value = json.loads(value)

@@ -47,24 +47,6 @@ def test_evaluate(run, capsys):
     assert every['cosine']['hits@1'] <= out['cosine']['hits@1']
 
 
-def test_evaluate_uses_the_label_weight_chosen_on_validation(tmp_path,
-                                                              capsys):
-    config = tmp_path / 'config.json'
-    config.write_text(json.dumps({
-        'modalities': ['graph', 'rel', 'attr'], 'label_channels': 32,
-        'label_mode': 'beside', 'label_weight': [0.05, 0.5, 0.95]}))
-    out = str(tmp_path / 'run')
-    assert main(['train', *SYN, *FAST, '--config', str(config), '--out',
-                 out]) == 0
-    with open(os.path.join(out, 'metrics.json')) as f:
-        m = json.load(f)
-    capsys.readouterr()
-    assert main(['evaluate', os.path.join(out, 'best.pt'), '--split',
-                 'test']) == 0
-    got = json.loads(capsys.readouterr().out)
-    assert got['csls'] == pytest.approx(m['test'], abs=1e-9)
-
-
 def test_align_exports_every_unaligned_source(run, tmp_path):
     path = str(tmp_path / 'pairs.tsv')
     assert main(['align', os.path.join(run, 'best.pt'), '--output',
@@ -175,16 +157,20 @@ def test_no_progress_prints_no_bar(flag, tmp_path, capfd):
         assert bars == []
 
 
-@pytest.mark.parametrize('mode', ['fused', 'beside'])
-def test_structure_only_model_round_trips_its_labels(tmp_path, capsys, mode):
+@pytest.mark.parametrize('mode,weights', [
+    ('fused', ['0.3']), ('beside', ['0.3']),
+    ('beside', ['0.05', '0.5', '0.95'])])  # chosen on validation
+def test_structure_only_model_round_trips_its_labels(tmp_path, capsys, mode,
+                                                     weights):
     # Without names the seed-label modality is on by default; evaluate
-    # must rebuild the same labels to reproduce the trainer's numbers.
-    # Self-training adds pairs, which become seeds of the labels.
+    # must rebuild the same labels (and use the g chosen on validation)
+    # to reproduce the trainer's numbers. Self-training adds pairs, which
+    # become seeds of the labels.
     out = str(tmp_path / 'run')
     assert main(['train', *SYN, *FAST, '--modalities', 'graph,rel',
                  '--iterative', '--iter-epochs', '3', '--iter-every', '1',
                  '--iter-add-every', '1', '--iter-persist', '1',
-                 '--label-mode', mode, '--label-weight', '0.3',
+                 '--label-mode', mode, '--label-weight', *weights,
                  '--out', out]) == 0
     best = torch.load(os.path.join(out, 'best.pt'), weights_only=False)
     assert best['modalities'] == ['graph', 'rel', 'labels']
@@ -198,6 +184,9 @@ def test_structure_only_model_round_trips_its_labels(tmp_path, capsys, mode):
     assert best['train_pairs'].size(1) <= last['train_pairs'].size(1)
     with open(os.path.join(out, 'metrics.json')) as f:
         m = json.load(f)
+    if mode == 'beside':
+        assert best['label_weight'] == m['label_weight']
+        assert m['label_weight'] == (0.3 if len(weights) == 1 else 0.95)
     capsys.readouterr()
     assert main(['evaluate', os.path.join(out, 'best.pt'), '--split',
                  'test']) == 0

@@ -339,8 +339,8 @@ class RICEA(torch.nn.Module):
         :attr:`ModelOutput.embeddings`, made at :attr:`beside_weight`) as
         they are at :math:`g` = :obj:`weight`, without running the model:
         the fused block and the :obj:`beside` rows (the last
-        :attr:`beside_width` columns) rescaled. The trainer chooses :math:`g` on
-        validation with it."""
+        :attr:`beside_width` columns) rescaled. The trainer chooses
+        :math:`g` on validation with it."""
         if not self.beside:
             raise ValueError('reweigh needs beside modalities; this model '
                              'has none')

@@ -193,6 +193,13 @@ class TrainConfig:
             self.label_weight = list(self.label_weight)
         self.validate()
 
+    @property
+    def label_weights(self) -> List[float]:
+        """The values of g that :attr:`label_weight` names (the first
+        until validation has chosen one)."""
+        g = self.label_weight
+        return list(g) if isinstance(g, list) else [g]
+
     def validate(self) -> None:
         positive = ['epochs', 'eval_every',
                     'iter_every', 'iter_add_every', 'iter_persist',
@@ -276,8 +283,7 @@ class TrainConfig:
         if self.label_mode not in ('fused', 'beside'):
             raise ConfigError(f"label_mode must be 'fused' or 'beside' (got "
                               f'{self.label_mode!r})')
-        weights = (self.label_weight if isinstance(self.label_weight, list)
-                   else [self.label_weight])
+        weights = self.label_weights
         if not weights or any(isinstance(g, bool) or not isinstance(
                 g, (int, float)) or not 0 < g < 1 for g in weights):
             raise ConfigError(f'label_weight must be a number in (0, 1) or a '

@@ -200,14 +200,7 @@ def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
         checkpoint_fusion=config.checkpoint_fusion,
         beside=([LABELS] if config.label_mode == 'beside' and LABELS in
                 inputs.modalities else ()),
-        beside_weight=label_weights(config)[0])
-
-
-def label_weights(config: TrainConfig) -> List[float]:
-    """The values of :math:`g` that :obj:`config` names (the first until
-    validation has chosen one)."""
-    g = config.label_weight
-    return [float(w) for w in g] if isinstance(g, list) else [float(g)]
+        beside_weight=config.label_weights[0])
 
 
 def evaluate_embeddings(*args, **kwargs) -> Dict[str, float]:
@@ -322,7 +315,7 @@ class Trainer:
         split = data[ALIGN]
         self.train_pairs = split.train_index.clone()
         self.best_train_pairs = self.train_pairs
-        self.best_label_weight = label_weights(config)[0]
+        self.best_label_weight = config.label_weights[0]
         self.val_pairs, self.test_pairs = split.val_index, split.test_index
         # Gold counterparts, only to report how many added pairs are right.
         gold = torch.cat([split.train_index, split.val_index,
@@ -720,7 +713,7 @@ class Trainer:
         return info
 
     def _validate(self, stage: int, embeddings=None) -> Dict[str, float]:
-        choices = label_weights(self.config)
+        choices = self.config.label_weights
         if len(choices) > 1 and self.model.beside:
             val = self._choose_label_weight(choices, embeddings)
         else:

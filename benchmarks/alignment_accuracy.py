@@ -137,8 +137,14 @@ def run_one(args, pair, setting, fusion, seed):
     metrics = trainer.fit()
     added = {k: sum(r.get(k, 0) for r in trainer.history)
              for k in ('added', 'added_correct')}
+    if config.label_rounds:  # the pairs of the selected round's labels
+        chosen = metrics['label_round']
+        added = {k: metrics['label_rounds'][chosen - 1][k] if chosen else 0
+                 for k in ('added', 'added_correct')}
     return dict(pair=pair, setting=setting, fusion=fusion, seed=seed,
-                **(added if config.iterative else {}),
+                **(added if config.iterative or config.label_rounds
+                   else {}),
+                label_round=metrics['label_round'],
                 propagate=trainer.config.propagate,
                 label_channels=trainer.config.label_channels,
                 label_mode=trainer.config.label_mode, epochs=epochs,
@@ -228,7 +234,12 @@ def render(results, path, command):
         'score is half the fused cosine, half the labels\' cosine; the '
         'loss reads the fused part only; where the fusion column gives '
         '`label_weight` a list, g is chosen from it on validation, with '
-        'the epoch). *…, dual-amn, …*: Dual-AMN\'s '
+        'the epoch; where it gives `label_rounds`, after training each '
+        'round puts the mutual nearest neighbours (CSLS) among the entities '
+        'no training pair covers into the seed labels, not into the '
+        'training pairs, replacing the previous round\'s, and validation '
+        'picks the round: LightEA\'s iteration without training; the pairs '
+        'column then counts the selected round\'s). *…, dual-amn, …*: Dual-AMN\'s '
         'recipe inside the model: `structure_encoder=\'relational\'`, '
         '`joint_loss=\'dual_amn\'` (every entity of both KGs a negative), '
         'lr 0.005, batch 1,024, dropout 0.3. *no names, labels beside (in '

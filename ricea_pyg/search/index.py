@@ -130,7 +130,12 @@ class AlignmentIndex:
             Scores are inner products or *negative* squared distances, so
             larger is always better. (default: ``'ip'``)
         backend (str): ``'faiss'``, ``'torch'`` (exact kinds only) or
-            ``'auto'`` (FAISS when importable). (default: ``'auto'``)
+            ``'auto'``: chosen at the first :meth:`add`, torch for an exact
+            (``'flat'``) index unless faiss-gpu holds the inputs' device
+            (chunked matrix products ran 3-5× faster than FAISS's flat index
+            on the 2-core CPU, ``docs/benchmarks.md``), FAISS for ``'ivf'``
+            and ``'hnsw'``; torch when FAISS is not importable.
+            (default: ``'auto'``)
         nlist (int, optional): IVF lists (default: ``4 sqrt(N)``).
         nprobe (int, optional): IVF lists probed (default: ``nlist / 32``,
             at least 16).
@@ -154,8 +159,8 @@ class AlignmentIndex:
             raise ValueError(f'unknown index kind {kind!r}')
         if metric not in ('ip', 'l2'):
             raise ValueError(f"metric must be 'ip' or 'l2' (got {metric!r})")
-        if backend == 'auto':
-            backend = 'faiss' if faiss is not None else 'torch'
+        if backend == 'auto' and faiss is None:
+            backend = 'torch'
         if backend == 'faiss' and faiss is None:
             raise ImportError("backend='faiss' needs faiss: pip install "
                               "'ricea-pyg[cpu]' (or [gpu])")
@@ -195,6 +200,10 @@ class AlignmentIndex:
             raise ValueError('IVF indexes are built in one add() call')
         self.chosen = self._choose(self.ntotal + x.size(0))
         self.device = x.device
+        if self.backend == 'auto':
+            exact_here = self.chosen == 'flat' and _faiss_gpu_device(
+                x.device) is None
+            self.backend = 'torch' if exact_here else 'faiss'
         if self.backend == 'torch':
             x = x.detach()
             self._base = x if self._base is None else torch.cat([self._base,

@@ -81,6 +81,13 @@ class TrainConfig:
     # selected model.
     label_mode: str = 'fused'
     label_weight: Union[float, List[float]] = 0.5
+    # LightEA's iteration, without training: after training, each round
+    # puts the selected model's mutual nearest neighbours among the
+    # entities that no training pair covers into the seed labels (never into
+    # the training pairs), in place of the previous round's; validation
+    # selects the round (the trained labels, round 0, included). Needs the
+    # seed labels (label_channels > 0).
+    label_rounds: int = 0
     # loss
     tau: float = 0.1
     alpha: float = 0.5
@@ -297,6 +304,16 @@ class TrainConfig:
             raise ConfigError(f'label_channels must be an int >= 0 (got '
                               f'{self.label_channels!r}); 0 switches seed-'
                               'label propagation off')
+        if isinstance(self.label_rounds, bool) or not isinstance(
+                self.label_rounds, int) or self.label_rounds < 0:
+            raise ConfigError(f'label_rounds must be an int >= 0 (got '
+                              f'{self.label_rounds!r}); 0 keeps the trained '
+                              'seed labels')
+        if self.label_rounds and self.label_channels == 0:
+            raise ConfigError(f'label_rounds={self.label_rounds} bootstraps '
+                              'the seed labels, which label_channels=0 '
+                              'switches off; set label_channels or '
+                              'label_rounds=0')
         if self.patience < 0 or self.csls_k < 0:
             raise ConfigError('patience and csls_k must be >= 0')
 

@@ -11,7 +11,49 @@ from torch import Tensor
 from ricea_pyg.data.split import unaligned_entities
 from ricea_pyg.search.csls import csls_search, mutual_nearest_neighbors
 
-__all__ = ['persisting_pairs', 'SelfTraining']
+__all__ = ['unaligned_mutual_pairs', 'persisting_pairs', 'SelfTraining']
+
+
+def unaligned_mutual_pairs(source: Tensor, target: Tensor, pairs: Tensor,
+                           csls_k: int = 3, threshold: Optional[float] = None,
+                           progress: bool = False, margin: bool = False
+                           ) -> Tuple[Tensor, Optional[Tensor]]:
+    r"""The candidate pseudo-pairs of a bootstrapping round: mutual nearest
+    neighbours among the entities that no pair of :obj:`pairs` covers.
+
+    Args:
+        source (Tensor): ``[N_s, d]`` source embeddings.
+        target (Tensor): ``[N_t, d]`` target embeddings.
+        pairs (Tensor): ``[2, P]`` (source, target) pairs already known.
+        csls_k (int): CSLS neighbourhood; 0 for cosine. (default: :obj:`3`)
+        threshold (float, optional): Minimum score of a pair.
+            (default: :obj:`None`)
+        progress (bool): Progress bars in the search. (default:
+            :obj:`False`)
+        margin (bool): Also return each pair's margin: its score minus the
+            source's second-best among the free targets. (default:
+            :obj:`False`)
+
+    Returns:
+        ``(found [2, K], margin [K] or None)``, entity ids.
+    """
+    free_s, free_t = unaligned_entities(pairs, source.size(0), target.size(0))
+    if not (free_s.numel() and free_t.numel()):  # one side fully aligned
+        return torch.empty(2, 0, dtype=torch.long), (
+            torch.empty(0) if margin else None)
+    src = source[free_s.to(source.device)]
+    tgt = target[free_t.to(target.device)]
+    mnn = mutual_nearest_neighbors(src, tgt, csls_k, threshold,
+                                   progress=progress).cpu()
+    gap = None
+    if margin:
+        if tgt.size(0) > 1 and mnn.numel():
+            # All free sources: CSLS's target term depends on them.
+            top, _ = csls_search(src, tgt, 2, csls_k, progress=progress)
+            gap = (top[:, 0] - top[:, 1]).cpu()[mnn[0]]
+        else:
+            gap = torch.full((mnn.size(1),), float('inf'))
+    return torch.stack([free_s[mnn[0]], free_t[mnn[1]]]), gap
 
 
 def persisting_pairs(found: Tensor, streak: Tensor, min_rounds: int,
@@ -128,23 +170,9 @@ class SelfTraining:
             for the log (``mnn``, ``persisting``, and on additions ``added``
             and, with :obj:`gold`, ``added_correct``).
         """
-        free_s, free_t = unaligned_entities(train_pairs, source.size(0),
-                                            target.size(0))
-        margin = None
-        if free_s.numel() and free_t.numel():
-            src = source[free_s.to(source.device)]
-            tgt = target[free_t.to(target.device)]
-            mnn = mutual_nearest_neighbors(src, tgt, self.csls_k,
-                                           self.threshold,
-                                           progress=self.progress).cpu()
-            if self.min_margin > 0 and tgt.size(0) > 1 and mnn.numel():
-                # All free sources: CSLS's target term depends on them.
-                top, _ = csls_search(src, tgt, 2, self.csls_k,
-                                     progress=self.progress)
-                margin = (top[:, 0] - top[:, 1]).cpu()[mnn[0]]
-        else:  # every entity of one side is aligned already
-            mnn = torch.empty(2, 0, dtype=torch.long)
-        found = torch.stack([free_s[mnn[0]], free_t[mnn[1]]])
+        found, margin = unaligned_mutual_pairs(
+            source, target, train_pairs, self.csls_k, self.threshold,
+            self.progress, margin=self.min_margin > 0)
         self.streak, eligible = persisting_pairs(
             found, self.streak, self.min_rounds, margin, self.min_margin)
         info = {'mnn': found.size(1), 'persisting': eligible.size(1)}

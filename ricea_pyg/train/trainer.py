@@ -43,7 +43,7 @@ from ricea_pyg.train.config import (
     ConfigError,
     TrainConfig,
 )
-from ricea_pyg.train.iterative import SelfTraining
+from ricea_pyg.train.iterative import SelfTraining, unaligned_mutual_pairs
 from ricea_pyg.train.log import RunLog
 from ricea_pyg.train.schedule import StagedSchedule
 from ricea_pyg.train.selection import ModelSelector
@@ -76,6 +76,13 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
                           f'{config.label_channels}: by default they are off '
                           'with names and from 100k entities per KG); set '
                           "label_channels (e.g. 1024) or label_mode='fused'")
+    if config.label_rounds and not config.label_channels:
+        raise ConfigError(f'label_rounds={config.label_rounds} bootstraps the '
+                          'seed labels, but this model has none '
+                          f'(label_channels resolves to '
+                          f'{config.label_channels}: by default they are off '
+                          'with names and from 100k entities per KG); set '
+                          'label_channels (e.g. 1024) or label_rounds=0')
     if config.label_channels and LABELS not in mods:
         mods = list(mods) + [LABELS]
     # Modalities the fusion sees: labels beside it are not among them.
@@ -649,7 +656,8 @@ class Trainer:
                          # what its seed labels were built from
                          'train_pairs': self.best_train_pairs,
                          'label_weight': self.best_label_weight,
-                         'epoch': self.epoch + 1, 'val': val},
+                         'epoch': self.best['epoch'], 'val': val,
+                         'label_round': self.best.get('label_round', 0)},
                         self._path('best.pt'))
 
     # -- the loop -----------------------------------------------------------------
@@ -712,12 +720,14 @@ class Trainer:
                      f'{self.train_pairs.size(1)} training pairs')
         return info
 
-    def _validate(self, stage: int, embeddings=None) -> Dict[str, float]:
+    def _validation_metrics(self, embeddings=None) -> Dict[str, float]:
         choices = self.config.label_weights
         if len(choices) > 1 and self.model.beside:
-            val = self._choose_label_weight(choices, embeddings)
-        else:
-            val = self.evaluate('val', embeddings=embeddings)
+            return self._choose_label_weight(choices, embeddings)
+        return self.evaluate('val', embeddings=embeddings)
+
+    def _validate(self, stage: int, embeddings=None) -> Dict[str, float]:
+        val = self._validation_metrics(embeddings)
         if self.selector.update(self.epoch + 1, stage, val, self.model):
             self.best_train_pairs = self.train_pairs
             self.best_label_weight = self.model.beside_weight
@@ -752,6 +762,54 @@ class Trainer:
         self.model.beside_weight = best[0]
         return {**best[1], 'label_weight': best[0]}
 
+    def _load_best(self) -> None:
+        """The selected model, its :math:`g` and its seed labels."""
+        self.model.load_state_dict(self.selector.best_state)
+        self.model.beside_weight = self.best_label_weight
+        if LABELS in self.inputs.modalities:  # the inputs it was chosen on
+            self.inputs.features[LABELS] = seed_labels(
+                self.inputs, self.best_train_pairs, self.config)
+
+    def _label_rounds(self) -> List[Dict]:
+        """LightEA's iteration on the selected model, without training:
+        each round scores every entity with the current seed labels, and
+        the mutual nearest neighbours among the entities that no training
+        pair covers (:func:`unaligned_mutual_pairs`) join the training
+        pairs in the seed labels, in place of the previous round's (so
+        wrong pairs do not pile up). The weights stay; validation selects
+        the round, the trained labels (round 0) included, and the selected
+        round's pairs are what ``best.pt`` builds its labels from."""
+        c = self.config
+        seeds, metric = self.best_train_pairs, c.select_metric
+        rounds = []
+        for r in range(1, c.label_rounds + 1):
+            t0 = time.perf_counter()
+            src, tgt, _ = self.embeddings()
+            found, _ = unaligned_mutual_pairs(src, tgt, seeds, c.csls_k,
+                                              progress=c.progress)
+            pairs = torch.cat([seeds, found.to(seeds.device)], dim=1)
+            self.inputs.features[LABELS] = seed_labels(self.inputs, pairs, c)
+            val = self._validation_metrics()
+            ok = sum(self.gold.get(s) == t for s, t in found.t().tolist())
+            rounds.append({'round': r, 'added': found.size(1),
+                           'added_correct': ok, 'time_s':
+                           time.perf_counter() - t0,
+                           **{f'val_{k}': v for k, v in val.items()}})
+            self.log(f'label round {r}: {found.size(1)} pairs in the seed '
+                     f'labels beside the {seeds.size(1)} training pairs, '
+                     f'{ok} correct (gold used for this line only) | val '
+                     f'hits@1 {val["hits@1"]:.4f} mrr {val["mrr"]:.4f}'
+                     + (f' | g {val["label_weight"]:g}'
+                        if 'label_weight' in val else ''))
+            if val[metric] > self.best['score']:
+                self.selector.best = {**self.best, 'score': val[metric],
+                                      'val': dict(val), 'label_round': r}
+                self.best_train_pairs = pairs
+                self.best_label_weight = self.model.beside_weight
+                self._save_best(val)
+        self._load_best()
+        return rounds
+
     def _line(self, row: Dict) -> str:
         s = (f"epoch {row['epoch']:4d} | stage {row['stage']} | loss "
              f"{row['loss']:.4f} | lr {row['lr']:.2e} | {row['time_s']:.2f}s")
@@ -764,12 +822,11 @@ class Trainer:
 
     def _finish(self, fit_time: float) -> Dict:
         c = self.config
+        rounds = []
         if self.selector.best_state is not None:
-            self.model.load_state_dict(self.selector.best_state)
-            self.model.beside_weight = self.best_label_weight
-            if LABELS in self.inputs.modalities:  # the inputs it was chosen on
-                self.inputs.features[LABELS] = seed_labels(
-                    self.inputs, self.best_train_pairs, self.config)
+            self._load_best()
+            if c.label_rounds and LABELS in self.inputs.modalities:
+                rounds = self._label_rounds()
         emb = self.embeddings()  # once, for both scorings
         test = self.evaluate('test', embeddings=emb, one_to_one=True)
         # Large graphs: the configured score only (each costs index builds).
@@ -781,6 +838,9 @@ class Trainer:
             'best_epoch': self.best['epoch'], 'epochs_run': len(times),
             'label_weight': (self.model.beside_weight if self.model.beside
                              else None),
+            # training-free rounds: the one selected (0: none) and each one
+            'label_round': self.best.get('label_round', 0),
+            'label_rounds': rounds,
             'epoch_time_s': float(np.median(times)) if times else None,
             'train_pairs': self.train_pairs.size(1),
             'fit_time_s': fit_time, 'config': c.to_dict(),

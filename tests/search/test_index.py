@@ -63,6 +63,23 @@ def test_auto_reports_choice():
     assert 'kind=' in repr(index)
 
 
+def test_auto_backend_is_torch_for_exact_search_on_the_cpu(monkeypatch):
+    import ricea_pyg.search.index as index_module
+    base, q = data(n=100)
+    index = AlignmentIndex('flat').add(base)
+    assert index.backend == 'torch'
+    assert torch.equal(index.search(q, 3)[1], dense(base, q, 3)[1])
+    if faiss_available():  # approximate kinds stay on FAISS
+        assert AlignmentIndex('auto', auto_exact_below=50).add(
+            base).backend == 'faiss'
+        # faiss-gpu holding the inputs' device keeps exact search on FAISS
+        monkeypatch.setattr(index_module, '_faiss_gpu_device',
+                            lambda device: 0)
+        monkeypatch.setattr(AlignmentIndex, '_add_faiss',
+                            lambda self, x: None)
+        assert AlignmentIndex('flat').add(base).backend == 'faiss'
+
+
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_save_load(backend, tmp_path):
     base, q = data()
@@ -120,8 +137,10 @@ def test_progress_bars_only_when_asked_or_long(capsys):
     x = torch.nn.functional.normalize(torch.randn(500, 8), dim=1)
     AlignmentIndex('flat').add(x).search(x, 2)  # small: silent by default
     assert 'search' not in capsys.readouterr().err
-    AlignmentIndex('flat', progress=True).add(x).search(x, 2)
-    assert 'search (flat)' in capsys.readouterr().err
+    if faiss_available():
+        AlignmentIndex('flat', backend='faiss', progress=True).add(x).search(
+            x, 2)
+        assert 'search (flat)' in capsys.readouterr().err
     AlignmentIndex('flat', backend='torch', progress=True).add(x).search(x, 2)
     assert 'search' in capsys.readouterr().err
 

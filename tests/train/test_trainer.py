@@ -680,3 +680,73 @@ def test_propagation_imputes_missing_rows_from_neighbours():
     assert torch.equal(kept.mask, raw.mask)
     assert TrainConfig.from_checkpoint(
         {'propagate': ['name']}).impute_missing is False
+
+
+def test_unaligned_mutual_pairs_skip_covered_entities():
+    from torch.nn import functional as F
+
+    from ricea_pyg.train.iterative import unaligned_mutual_pairs
+    gen = torch.Generator().manual_seed(0)
+    src = F.normalize(torch.randn(12, 8, generator=gen), dim=1)
+    tgt = F.normalize(src + 0.05 * torch.randn(12, 8, generator=gen), dim=1)
+    known = torch.tensor([[0, 1, 2], [0, 1, 2]])
+    found, margin = unaligned_mutual_pairs(src, tgt, known, csls_k=0,
+                                           margin=True)
+    # Brute force on the free block: mutual best by cosine.
+    free = torch.arange(3, 12)
+    sim = src[free] @ tgt[free].t()
+    want = [(int(free[i]), int(free[j])) for i, j in
+            enumerate(sim.argmax(1).tolist()) if sim[:, j].argmax() == i]
+    assert sorted(map(tuple, found.t().tolist())) == sorted(want)
+    top2 = sim.topk(2, dim=1).values
+    gap = {int(free[i]): float(top2[i, 0] - top2[i, 1]) for i in range(9)}
+    assert margin.tolist() == pytest.approx([gap[s] for s in
+                                             found[0].tolist()])
+    everything = torch.arange(12).expand(2, -1)
+    none, gap = unaligned_mutual_pairs(src, tgt, everything, margin=True)
+    assert none.shape == (2, 0) and gap.shape == (0,)
+
+
+def test_label_rounds_bootstrap_the_labels_not_the_model(data, tmp_path):
+    config = small_config(modalities=['graph', 'rel', 'attr'],
+                          label_channels=32, label_mode='beside',
+                          label_weight=[0.3, 0.7], fusion='concat',
+                          eval_every=1, label_rounds=2)
+    lines = []
+    t = Trainer(data, config, out_dir=str(tmp_path), log=lines.append)
+    metrics = t.fit()
+    rounds = metrics['label_rounds']
+    assert [r['round'] for r in rounds] == [1, 2]
+    assert sum('label round' in line for line in lines) == 2
+    last = torch.load(tmp_path / 'last.pt', weights_only=False)
+    best = torch.load(tmp_path / 'best.pt', weights_only=False)
+    trained = last['selector']['best']['score']  # saved before the rounds
+    scores = [trained] + [r['val_mrr'] for r in rounds]
+    chosen = metrics['label_round']
+    assert chosen == max(range(3), key=lambda r: (scores[r], -r))
+    assert best['label_round'] == chosen
+    # The weights are the trained ones: rounds change the labels only.
+    for k, v in last['selector']['best_state'].items():
+        assert torch.equal(best['model'][k], v)
+    from ricea_pyg.data import ALIGN
+    train = data[ALIGN].train_index
+    pairs = best['train_pairs']
+    assert torch.equal(pairs[:, :train.size(1)], train)
+    added = pairs[:, train.size(1):]
+    assert added.size(1) == (rounds[chosen - 1]['added'] if chosen else 0)
+    assert not set(added[0].tolist()) & set(train[0].tolist())
+    assert not set(added[1].tolist()) & set(train[1].tolist())
+    # The model is tested with the selected round's labels and g.
+    assert t.evaluate('val')['mrr'] == pytest.approx(metrics['val']['mrr'],
+                                                     abs=1e-6)
+    assert t.model.beside_weight == best['label_weight']
+
+
+def test_label_rounds_need_seed_labels(data):
+    from ricea_pyg.train import ConfigError
+    with pytest.raises(ConfigError, match='label_rounds'):
+        small_config(label_channels=0, label_rounds=1)
+    with pytest.raises(ConfigError, match='label_rounds=1 bootstraps'):
+        Trainer(data, small_config(label_rounds=1), log=quiet)  # names
+    with pytest.raises(ConfigError, match='label_rounds must be'):
+        small_config(label_rounds=-1)

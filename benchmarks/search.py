@@ -12,6 +12,9 @@ peak above the start of the timed part; the sparse pipeline also reports
 ``process_peak_mb``, the whole process's peak during it (inputs included).
 Rows print as a table, and as JSON lines with --json.
 
+``--backends faiss torch`` times each exact kind on both backends (the
+torch one is chunked matrix products, :func:`torch_topk`).
+
 ``--pipeline sparse`` times the scalable pipeline instead: one index over the
 targets (the kNN: top-10 cosine candidates and r_s), one over the sources
 (r_t), CSLS on the candidate pairs only (``sparse_csls_search``); its
@@ -72,7 +75,7 @@ def run_kind(kind, src, tgt, perm, exact_ids, sample, backend='auto',
             index = AlignmentIndex(kind, backend=backend, **index_kwargs)
             index.add(tgt)
             row['build_s'] = time.perf_counter() - t
-            row['chosen'] = index.chosen
+            row['chosen'], row['backend'] = index.chosen, index.backend
             t = time.perf_counter()
             ids = index.search(src, 1)[1][:, 0]
         row['search_s'] = time.perf_counter() - t
@@ -82,7 +85,8 @@ def run_kind(kind, src, tgt, perm, exact_ids, sample, backend='auto',
     if kind != 'dense-torch':
         t = time.perf_counter()
         with PeakMemory(cpu) as mem:
-            c_ids = csls_search(src, tgt, 1, csls_k=3, kind=kind)[1][:, 0]
+            c_ids = csls_search(src, tgt, 1, csls_k=3, kind=kind,
+                                backend=backend)[1][:, 0]
         row['csls_pipeline_s'] = time.perf_counter() - t
         row['csls_peak_mb'] = mem.peak / 2**20
         row['csls_hits@1'] = (c_ids == perm).float().mean().item()
@@ -105,12 +109,16 @@ def main():
                    default='exact')
     p.add_argument('--nlist', type=int, default=None)
     p.add_argument('--nprobe', type=int, default=None)
+    p.add_argument('--backends', nargs='+', default=['auto'],
+                   choices=['auto', 'faiss', 'torch'],
+                   help='AlignmentIndex backends to time (torch: exact '
+                   'kinds only)')
     p.add_argument('--json', action='store_true')
     args = p.parse_args()
     if not args.json:
         print(f'# {machine()}')
     rows = []
-    cols = ['kind', 'chosen', 'N', 'd', 'build_s', 'search_s', 'peak_rss_mb',
+    cols = ['kind', 'chosen', 'backend', 'N', 'd', 'build_s', 'search_s', 'peak_rss_mb',
             'recall@1', 'hits@1', 'csls_pipeline_s', 'csls_peak_mb',
             'csls_hits@1', 'pipeline', 'total_s', 'process_peak_mb']
     for n in args.sizes:
@@ -128,13 +136,17 @@ def main():
                                               ('nprobe', args.nprobe))
                             if v is not None}
             for kind in kinds:
-                if args.pipeline == 'sparse' and kind != 'dense-torch':
-                    rows.append(run_sparse(kind, src, tgt, perm, exact_ids,
-                                           sample, index_kwargs))
-                else:
-                    rows.append(run_kind(kind, src, tgt, perm, exact_ids,
-                                         sample, index_kwargs=index_kwargs))
-                emit(rows[-1:], args.json, cols if not args.json else [])
+                # The sparse pipeline and dense-torch have no backend choice.
+                for backend in (args.backends if kind != 'dense-torch' and
+                                args.pipeline == 'exact' else ['auto']):
+                    if args.pipeline == 'sparse' and kind != 'dense-torch':
+                        rows.append(run_sparse(kind, src, tgt, perm,
+                                               exact_ids, sample,
+                                               index_kwargs))
+                    else:
+                        rows.append(run_kind(kind, src, tgt, perm, exact_ids,
+                                             sample, backend, index_kwargs))
+                    emit(rows[-1:], args.json, cols if not args.json else [])
     if not args.json:
         print('\nAll rows')
         emit(rows, False, cols)

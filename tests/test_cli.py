@@ -192,3 +192,23 @@ def test_structure_only_model_round_trips_its_labels(tmp_path, capsys, mode,
                  'test']) == 0
     got = json.loads(capsys.readouterr().out)
     assert got['csls'] == pytest.approx(m['test'], abs=1e-9)
+
+
+def test_label_rounds_round_trip(tmp_path, capsys):
+    # The selected round's pseudo-pairs are in best.pt's seed labels, so
+    # evaluate rebuilds the labels the test was scored with.
+    out = str(tmp_path / 'run')
+    assert main(['train', *SYN, *FAST, '--modalities', 'graph,rel',
+                 '--label-mode', 'beside', '--label-rounds', '2',
+                 '--out', out]) == 0
+    with open(os.path.join(out, 'metrics.json')) as f:
+        m = json.load(f)
+    best = torch.load(os.path.join(out, 'best.pt'), weights_only=False)
+    assert m['label_round'] == best['label_round'] >= 1  # a round won
+    added = m['label_rounds'][m['label_round'] - 1]['added']
+    assert best['train_pairs'].size(1) == 60 + added  # 30 % of 200
+    capsys.readouterr()
+    assert main(['evaluate', os.path.join(out, 'best.pt'), '--split',
+                 'test']) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got['csls'] == pytest.approx(m['test'], abs=1e-9)

@@ -103,7 +103,7 @@ class TrainConfig:
     # Dual-AMN's loss on the graph embedding, every entity of both KGs a
     # negative.
     hard_negative_weight: float = 0.0
-    # Sampled training: negatives per query from a FAISS index over the
+    # Sampled training: negatives per query from an exact index over the
     # graph embeddings cached each epoch.
     hard_negative_k: int = 16
     # optimisation

@@ -517,9 +517,9 @@ class Trainer:
     def _hard_negatives(self, batch: Tensor):
         """``[2, B, K]`` rows: the K nearest target entities of each
         source (then source entities of each target) by the graph embedding
-        cached at the start of the epoch, from exact FAISS l2 indexes; and
-        ``[2, B, K]`` True where fewer than K exist (the row is then a
-        placeholder)."""
+        cached at the start of the epoch, from exact l2 indexes
+        (:class:`AlignmentIndex`); and ``[2, B, K]`` True where fewer than
+        K exist (the row is then a placeholder)."""
         from ricea_pyg.search.index import AlignmentIndex
         n_s = self.inputs.num_source
         if self._negative_cache is None:

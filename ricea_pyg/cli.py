@@ -44,7 +44,7 @@ from ricea_pyg.io import atomic_write
 from ricea_pyg.metrics import CANDIDATE_PROTOCOLS
 from ricea_pyg.search.index import SCALE_NPROBE
 from ricea_pyg.train.checkpoint import load_checkpoint
-from ricea_pyg.train.config import ConfigError, TrainConfig
+from ricea_pyg.train.config import RECIPES, ConfigError, TrainConfig
 
 #: Settings that None leaves to the graph's size (TrainConfig.resolve).
 SIZED = ('channels', 'batch_size', 'sampled', 'eval_queries', 'propagate',
@@ -301,8 +301,14 @@ def _config(args) -> TrainConfig:
                 raise ConfigError(f'--{name.replace("_", "-")}: not valid '
                                   f'JSON ({value!r})') from None
         overrides[name] = value
+    recipe = getattr(args, 'recipe', None)
+    if args.config and recipe:
+        raise ConfigError('--config and --recipe both set the defaults; '
+                          'pass one (the flags override either)')
     if args.config:
         return TrainConfig.from_file(args.config, **overrides)
+    if recipe:
+        return TrainConfig.recipe(recipe, **overrides)
     return TrainConfig.from_dict(overrides, source='command line')
 
 
@@ -730,6 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser('train', help='train, select on validation, test')
     _add_data_args(t, required=True)
     t.add_argument('--config', help='JSON or TOML file of training options')
+    t.add_argument('--recipe', choices=sorted(RECIPES),
+                   help='a named configuration (docs/pipeline.md); the '
+                   'training flags override it')
     t.add_argument('--out', help='output folder (checkpoints, metrics)')
     t.add_argument('--resume', action='store_true',
                    help='continue from OUT/last.pt (data from OUT/'

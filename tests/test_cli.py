@@ -212,3 +212,20 @@ def test_label_rounds_round_trip(tmp_path, capsys):
                  'test']) == 0
     got = json.loads(capsys.readouterr().out)
     assert got['csls'] == pytest.approx(m['test'], abs=1e-9)
+
+
+def test_recipe_is_the_base_of_the_flags(tmp_path):
+    out = str(tmp_path / 'run')
+    assert main(['train', *SYN, *FAST, '--recipe', 'structure-only',
+                 '--channels', '24', '--label-rounds', '1', '--out',
+                 out]) == 0
+    with open(os.path.join(out, 'metrics.json')) as f:
+        config = json.load(f)['config']
+    assert config['structure_encoder'] == 'relational'
+    assert config['joint_loss'] == 'dual_amn'
+    assert config['label_mode'] == 'beside'
+    assert config['epochs'] == 3 and config['label_rounds'] == 1  # flags
+    cfg = tmp_path / 'c.json'
+    cfg.write_text('{}')
+    assert main(['train', *SYN, '--recipe', 'structure-only', '--config',
+                 str(cfg), '--out', str(tmp_path / 'other')]) == 2

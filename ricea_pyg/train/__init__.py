@@ -1,7 +1,11 @@
 from ricea_pyg.io import atomic_save
 from ricea_pyg.train.checkpoint import load_checkpoint
-from ricea_pyg.train.config import ConfigError, TrainConfig
-from ricea_pyg.train.iterative import SelfTraining, persisting_pairs
+from ricea_pyg.train.config import RECIPES, ConfigError, TrainConfig
+from ricea_pyg.train.iterative import (
+    SelfTraining,
+    persisting_pairs,
+    unaligned_mutual_pairs,
+)
 from ricea_pyg.train.log import RunLog
 from ricea_pyg.train.schedule import StagedSchedule
 from ricea_pyg.train.selection import ModelSelector
@@ -15,9 +19,9 @@ from ricea_pyg.train.trainer import (
     seed_labels,
 )
 
-__all__ = ['TrainConfig', 'ConfigError', 'Trainer', 'build_model',
+__all__ = ['TrainConfig', 'ConfigError', 'RECIPES', 'Trainer', 'build_model',
            'model_inputs', 'seed_labels', 'PROPAGATED_DTYPE',
            'resolve_config',
            'StagedSchedule', 'ModelSelector', 'SelfTraining',
-           'persisting_pairs', 'RunLog', 'evaluate_embeddings', 'atomic_save',
-           'load_checkpoint']
+           'persisting_pairs', 'unaligned_mutual_pairs', 'RunLog',
+           'evaluate_embeddings', 'atomic_save', 'load_checkpoint']

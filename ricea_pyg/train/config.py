@@ -1,6 +1,7 @@
 """Training configuration: one dataclass, loadable from JSON/TOML files."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import inspect
@@ -11,7 +12,7 @@ from typing import Any, Dict, List, Optional, Union
 
 __all__ = ['TrainConfig', 'ConfigError', 'SAMPLED_FROM', 'NARROW_FROM',
            'PROPAGATED_BY_DEFAULT', 'LABELS', 'LABEL_CHANNELS',
-           'FUSED_WIDTH_CAP']
+           'FUSED_WIDTH_CAP', 'RECIPES']
 
 #: Entities per KG from which training samples neighbourhoods by default.
 SAMPLED_FROM = 100_000
@@ -26,6 +27,21 @@ LABELS = 'labels'
 LABEL_CHANNELS = 1024
 #: Widest fused embedding (modalities x channels) from NARROW_FROM on.
 FUSED_WIDTH_CAP = 384
+
+#: Named configurations (:meth:`TrainConfig.recipe`, ``ricea train --recipe``):
+#: fields that replace the defaults, each the best measured for its inputs in
+#: ``docs/results.md``.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    # Without names: Dual-AMN's encoder, loss and optimiser settings inside
+    # the model; LightEA's seed labels beside the fusion, their weight
+    # chosen on validation; then label rounds. About 15 minutes on DBP15K
+    # on 2 cores.
+    'structure-only': dict(
+        modalities=['graph', 'rel'], structure_encoder='relational',
+        joint_loss='dual_amn', lr=0.005, batch_size=1024, dropout=0.3,
+        label_mode='beside', label_weight=[0.25, 0.4, 0.5, 0.6, 0.75],
+        label_rounds=2, epochs=10, eval_every=1),
+}
 
 
 class ConfigError(ValueError):
@@ -417,6 +433,16 @@ class TrainConfig:
             return cls(**values)
         except TypeError as e:
             raise ConfigError(f'{source}: {e}') from None
+
+    @classmethod
+    def recipe(cls, name: str, **overrides) -> TrainConfig:
+        """The named configuration of :data:`RECIPES`;
+        :obj:`overrides` win."""
+        if name not in RECIPES:
+            raise ConfigError(f'unknown recipe {name!r}; known: '
+                              f'{sorted(RECIPES)}')
+        return cls.from_dict({**copy.deepcopy(RECIPES[name]), **overrides},
+                             source=f'recipe {name!r}')
 
     @classmethod
     def from_checkpoint(cls, values: Dict[str, Any], source: str = 'checkpoint'

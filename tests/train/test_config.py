@@ -99,3 +99,19 @@ def test_labels_beside_need_labels():
     resolved = resolve_config(data, TrainConfig(
         label_mode='beside', modalities=['graph', 'rel']))
     assert resolved.label_channels == 1024
+
+
+def test_recipe_sets_its_fields_and_overrides_win():
+    from ricea_pyg.train import RECIPES
+    config = TrainConfig.recipe('structure-only', seed=3, label_rounds=0)
+    fields = RECIPES['structure-only']
+    for key, value in fields.items():
+        if key != 'label_rounds':
+            assert getattr(config, key) == value
+    assert config.seed == 3 and config.label_rounds == 0
+    config.label_weight.append(0.9)  # a copy: the recipe stays as it was
+    assert 0.9 not in RECIPES['structure-only']['label_weight']
+    with pytest.raises(ConfigError, match="unknown recipe 'fast'"):
+        TrainConfig.recipe('fast')
+    with pytest.raises(ConfigError, match="recipe 'structure-only'"):
+        TrainConfig.recipe('structure-only', epoch=3)

@@ -88,12 +88,18 @@ def safe_normalize(x: Tensor, dim: int = -1) -> Tensor:
     r""":math:`x / \|x\|_2` that neither overflows (a row with entries
     beyond ``finfo.max ** 0.25``, ~4e9 in float32 and bfloat16, is first
     divided by its largest magnitude; other rows go through unchanged) nor
-    divides by zero (a zero row stays zero, with a zero gradient; the
-    epsilon is the dtype's smallest normal number)."""
+    divides by zero (a zero row stays zero, with a zero gradient: dividing
+    it by an epsilon, as :func:`torch.nn.functional.normalize` does, gives
+    it a gradient of 1 / epsilon, which overflowed into NaN weights in
+    training)."""
     big = torch.finfo(x.dtype).max ** 0.25
     scale = x.detach().abs().amax(dim=dim, keepdim=True)
     x = x / torch.where(scale > big, scale, scale.new_ones(()))
-    return F.normalize(x, dim=dim, eps=_tiny(x))
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    nonzero = norm > 0
+    return torch.where(nonzero, x / torch.where(nonzero, norm,
+                                                norm.new_ones(())),
+                       x.new_zeros(()))
 
 
 def weighted_fusion(xs: Union[Tensor, Sequence[Tensor]], weights: Tensor,

@@ -157,3 +157,18 @@ def test_entity_uncertainty_gives_no_relative_calibration():
                           torch.ones(4, 3))
     assert torch.allclose(RF.relative_calibration(du, mask, 'pdf_remnant'),
                           torch.full((4, 3), 0.5))
+
+
+def test_safe_normalize_gives_a_zero_row_no_gradient():
+    from torch.nn import functional as F
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, generator=gen)
+    x[1] = 0.0
+    x[2] *= 1e12  # entries beyond finfo.max ** 0.25
+    x.requires_grad_()
+    y = RF.safe_normalize(x)
+    assert torch.equal(y[1], torch.zeros(5))
+    assert torch.allclose(y[[0, 2]], F.normalize(x.detach()[[0, 2]], dim=1))
+    (y * torch.randn(3, 5, generator=gen)).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert torch.equal(x.grad[1], torch.zeros(5))  # was 1 / epsilon ~ 1e38

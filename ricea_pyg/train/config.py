@@ -325,11 +325,6 @@ class TrainConfig:
             raise ConfigError(f'label_rounds must be an int >= 0 (got '
                               f'{self.label_rounds!r}); 0 keeps the trained '
                               'seed labels')
-        if self.label_rounds and self.label_channels == 0:
-            raise ConfigError(f'label_rounds={self.label_rounds} bootstraps '
-                              'the seed labels, which label_channels=0 '
-                              'switches off; set label_channels or '
-                              'label_rounds=0')
         if self.patience < 0 or self.csls_k < 0:
             raise ConfigError('patience and csls_k must be >= 0')
 

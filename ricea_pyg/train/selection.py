@@ -49,6 +49,17 @@ class ModelSelector:
             self.stopped[stage] = True
         return False
 
+    def rescore(self, val: Dict[str, float], **extra: Any) -> bool:
+        """Validation metrics :obj:`val` of the kept state under other
+        inputs (the weights are the same: e.g. new seed labels); they become
+        the best, with :obj:`extra` recorded beside them, if they beat it.
+        Returns whether they did."""
+        if val[self.metric] <= self.best['score']:
+            return False
+        self.best = {**self.best, 'score': val[self.metric],
+                     'val': dict(val), **extra}
+        return True
+
     def state_dict(self) -> Dict[str, Any]:
         return {'best': self.best, 'best_state': self.best_state,
                 'evals_since_best': self.evals_since_best,

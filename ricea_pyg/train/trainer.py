@@ -780,8 +780,7 @@ class Trainer:
         the round, the trained labels (round 0) included, and the selected
         round's pairs are what ``best.pt`` builds its labels from."""
         c = self.config
-        seeds, metric = self.best_train_pairs, c.select_metric
-        rounds = []
+        seeds, rounds = self.best_train_pairs, []
         for r in range(1, c.label_rounds + 1):
             t0 = time.perf_counter()
             src, tgt, _ = self.embeddings()
@@ -801,9 +800,7 @@ class Trainer:
                      f'hits@1 {val["hits@1"]:.4f} mrr {val["mrr"]:.4f}'
                      + (f' | g {val["label_weight"]:g}'
                         if 'label_weight' in val else ''))
-            if val[metric] > self.best['score']:
-                self.selector.best = {**self.best, 'score': val[metric],
-                                      'val': dict(val), 'label_round': r}
+            if self.selector.rescore(val, label_round=r):
                 self.best_train_pairs = pairs
                 self.best_label_weight = self.model.beside_weight
                 self._save_best(val)

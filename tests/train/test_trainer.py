@@ -744,9 +744,24 @@ def test_label_rounds_bootstrap_the_labels_not_the_model(data, tmp_path):
 
 def test_label_rounds_need_seed_labels(data):
     from ricea_pyg.train import ConfigError
-    with pytest.raises(ConfigError, match='label_rounds'):
-        small_config(label_channels=0, label_rounds=1)
+    with pytest.raises(ConfigError, match='label_rounds=1 bootstraps'):
+        Trainer(data, small_config(modalities=['graph', 'rel'],
+                                   label_channels=0, label_rounds=1),
+                log=quiet)
     with pytest.raises(ConfigError, match='label_rounds=1 bootstraps'):
         Trainer(data, small_config(label_rounds=1), log=quiet)  # names
     with pytest.raises(ConfigError, match='label_rounds must be'):
         small_config(label_rounds=-1)
+
+
+def test_model_selector_rescore_keeps_the_state():
+    from ricea_pyg.train import ModelSelector
+    sel = ModelSelector('mrr')
+    model = torch.nn.Linear(1, 1)
+    sel.update(3, 1, {'mrr': 0.5}, model)
+    state = sel.best_state
+    assert not sel.rescore({'mrr': 0.5}, label_round=1)  # a tie keeps it
+    assert sel.rescore({'mrr': 0.6}, label_round=2)
+    assert sel.best == {'score': 0.6, 'epoch': 3, 'val': {'mrr': 0.6},
+                        'label_round': 2}
+    assert sel.best_state is state

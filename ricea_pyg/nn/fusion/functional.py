@@ -17,7 +17,6 @@ import warnings
 from typing import Any, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [

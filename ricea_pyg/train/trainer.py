@@ -804,7 +804,12 @@ class Trainer:
                 self.best_train_pairs = pairs
                 self.best_label_weight = self.model.beside_weight
                 self._save_best(val)
-        self._load_best()
+        # The weights never changed: only the labels and g go back, and the
+        # labels only if a later round replaced the selected one's.
+        self.model.beside_weight = self.best_label_weight
+        if self.best.get('label_round', 0) != len(rounds):
+            self.inputs.features[LABELS] = seed_labels(
+                self.inputs, self.best_train_pairs, c)
         return rounds
 
     def _line(self, row: Dict) -> str:

@@ -69,20 +69,19 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
         config = dataclasses.replace(config, label_channels=(
             LABEL_CHANNELS if structure_only and max(sizes) < SAMPLED_FROM
             else 0))
-    if config.label_mode == 'beside' and not config.label_channels:
-        raise ConfigError("label_mode='beside' scores the seed labels beside "
-                          'the fusion, but this model has none '
-                          f'(label_channels resolves to '
+    # (what needs the seed labels, the other fix) for each option that does
+    needs = [(what, fix) for on, what, fix in (
+        (config.label_mode == 'beside', "label_mode='beside' scores the seed "
+         'labels beside the fusion', "label_mode='fused'"),
+        (config.label_rounds, f'label_rounds={config.label_rounds} '
+         'bootstraps the seed labels', 'label_rounds=0')) if on]
+    if needs and not config.label_channels:
+        raise ConfigError(f'{" and ".join(w for w, _ in needs)}, but this '
+                          'model has none (label_channels resolves to '
                           f'{config.label_channels}: by default they are off '
                           'with names and from 100k entities per KG); set '
-                          "label_channels (e.g. 1024) or label_mode='fused'")
-    if config.label_rounds and not config.label_channels:
-        raise ConfigError(f'label_rounds={config.label_rounds} bootstraps the '
-                          'seed labels, but this model has none '
-                          f'(label_channels resolves to '
-                          f'{config.label_channels}: by default they are off '
-                          'with names and from 100k entities per KG); set '
-                          'label_channels (e.g. 1024) or label_rounds=0')
+                          'label_channels (e.g. 1024) or '
+                          f'{" and ".join(f for _, f in needs)}')
     if config.label_channels and LABELS not in mods:
         mods = list(mods) + [LABELS]
     # Modalities the fusion sees: labels beside it are not among them.

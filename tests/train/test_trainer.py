@@ -750,6 +750,11 @@ def test_label_rounds_need_seed_labels(data):
                 log=quiet)
     with pytest.raises(ConfigError, match='label_rounds=1 bootstraps'):
         Trainer(data, small_config(label_rounds=1), log=quiet)  # names
+    with pytest.raises(ConfigError, match="label_mode='beside' scores .* and "
+                       "label_rounds=1 bootstraps .*or label_mode='fused' and "
+                       'label_rounds=0'):
+        Trainer(data, small_config(label_mode='beside', label_rounds=1),
+                log=quiet)
     with pytest.raises(ConfigError, match='label_rounds must be'):
         small_config(label_rounds=-1)
 

@@ -72,24 +72,34 @@ class _ICLTerms(torch.autograd.Function):
     ``[B, B]`` products are recomputed in backward (one extra product each),
     so a step holds no ``[B, B]`` matrix between forward and backward. The
     score is symmetric, so target ``j``'s logits against the sources are
-    column ``j`` of the source-to-target block.
+    column ``j`` of the source-to-target block. Leading dimensions (one per
+    modality in :class:`RICEALoss`) are taken one ``[B, B]`` block at a
+    time, which bounds the peak at a few ``[B, B]`` matrices, not a few per
+    modality.
     """
 
     @staticmethod
     def forward(ctx, sq: Tensor, sk: Tensor, tq: Tensor, tk: Tensor,
                 tau: float):
-        cross = (sq / tau) @ tk.transpose(-1, -2)  # row i: source i
-        pos = cross.diagonal(dim1=-2, dim2=-1).clone()
+        ctx.tau = tau
+        lse_s, lse_t, pos = _blockwise(_ICLTerms._forward, sq, sk, tq, tk,
+                                       tau=tau)
+        ctx.save_for_backward(sq, sk, tq, tk, lse_s, lse_t)
+        return lse_s - pos, lse_t - pos
+
+    @staticmethod
+    def _forward(sq: Tensor, sk: Tensor, tq: Tensor, tk: Tensor, tau: float
+                 ) -> Tuple[Tensor, Tensor, Tensor]:
+        cross = (sq / tau) @ tk.t()  # row i: source i
+        pos = cross.diagonal().clone()
         lse_s, lse_t = cross.logsumexp(dim=-1), cross.logsumexp(dim=-2)
         del cross
-        if sq.size(-2) > 1:  # B = 1 has no same-KG candidate
+        if sq.size(0) > 1:  # B = 1 has no same-KG candidate
             lse_s = torch.logaddexp(
                 lse_s, _same_kg_logits(sq, sk, tau).logsumexp(-1))
             lse_t = torch.logaddexp(
                 lse_t, _same_kg_logits(tq, tk, tau).logsumexp(-1))
-        ctx.tau = tau
-        ctx.save_for_backward(sq, sk, tq, tk, lse_s, lse_t)
-        return lse_s - pos, lse_t - pos
+        return lse_s, lse_t, pos
 
     @staticmethod
     def _same_kg_grad(q: Tensor, k: Tensor, lse: Tensor, g: Tensor,
@@ -97,31 +107,46 @@ class _ICLTerms(torch.autograd.Function):
         p = _same_kg_logits(q, k, tau).sub_(lse.unsqueeze(-1)).exp_()
         p.mul_(g.unsqueeze(-1))
         # logit[i, j] = <q_i, k_j> / tau: both factors get gradient.
-        return p @ k / tau, p.transpose(-1, -2) @ q / tau
+        return p @ k / tau, p.t() @ q / tau
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g_s: Tensor, g_t: Tensor):
-        sq, sk, tq, tk, lse_s, lse_t = ctx.saved_tensors
-        tau = ctx.tau
+    def _backward(sq: Tensor, sk: Tensor, tq: Tensor, tk: Tensor,
+                  lse_s: Tensor, lse_t: Tensor, g_s: Tensor, g_t: Tensor,
+                  tau: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         # d CE / d cross = row softmax * g_s + column softmax * g_t - I.
-        cross = (sq / tau) @ tk.transpose(-1, -2)
+        cross = (sq / tau) @ tk.t()
         grad = (cross - lse_s.unsqueeze(-1)).exp_().mul_(g_s.unsqueeze(-1))
         grad.add_(cross.sub_(lse_t.unsqueeze(-2)).exp_().mul_(
             g_t.unsqueeze(-2)))
         del cross
-        grad.diagonal(dim1=-2, dim2=-1).sub_(g_s + g_t)
+        grad.diagonal().sub_(g_s + g_t)
         grad_sq = grad @ tk / tau
-        grad_tk = grad.transpose(-1, -2) @ sq / tau
-        grad_sk = grad_tq = None
-        if sq.size(-2) > 1:
-            gq, grad_sk = _ICLTerms._same_kg_grad(sq, sk, lse_s, g_s, tau)
-            grad_sq = grad_sq + gq
-            grad_tq, gk = _ICLTerms._same_kg_grad(tq, tk, lse_t, g_t, tau)
-            grad_tk = grad_tk + gk
-        else:
-            grad_sk, grad_tq = torch.zeros_like(sk), torch.zeros_like(tq)
-        return grad_sq, grad_sk, grad_tq, grad_tk, None
+        grad_tk = grad.t() @ sq / tau
+        del grad
+        if sq.size(0) == 1:
+            return grad_sq, torch.zeros_like(sk), torch.zeros_like(tq), grad_tk
+        gq, grad_sk = _ICLTerms._same_kg_grad(sq, sk, lse_s, g_s, tau)
+        grad_tq, gk = _ICLTerms._same_kg_grad(tq, tk, lse_t, g_t, tau)
+        return grad_sq + gq, grad_sk, grad_tq, grad_tk + gk
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_s: Tensor, g_t: Tensor):
+        grads = _blockwise(_ICLTerms._backward, *ctx.saved_tensors, g_s, g_t,
+                           tau=ctx.tau)
+        return (*grads, None)
+
+
+def _blockwise(fn, *tensors: Tensor, tau: float) -> Tuple[Tensor, ...]:
+    """``fn`` on each ``[B, ·]`` block of ``[..., B, ·]`` inputs, one block at
+    a time, its outputs stacked back to the leading shape."""
+    lead = tensors[0].shape[:-2]
+    if not lead:
+        return fn(*tensors, tau=tau)
+    flat = [t.reshape(-1, *t.shape[len(lead):]) for t in tensors]
+    outs = [fn(*block, tau=tau) for block in zip(*flat)]
+    return tuple(torch.stack(parts).reshape(*lead, *parts[0].shape)
+                 for parts in zip(*outs))
 
 
 def icl_terms(source: Embeddings, target: Embeddings, tau: float = 0.1,

@@ -164,7 +164,8 @@ def test_ricea_loss_missing_modality_contributes_zero():
     assert 'tcp' not in parts
 
 
-@pytest.mark.parametrize('shape', [(1, 3), (5, 4), (2, 6, 3)])
+@pytest.mark.parametrize('shape', [(1, 3), (5, 4), (2, 6, 3), (3, 1, 2),
+                                   (2, 2, 4, 3)])
 def test_icl_terms_gradcheck_against_autograd_reference(shape):
     gen = torch.Generator().manual_seed(0)
     s = torch.randn(*shape, generator=gen, dtype=torch.double,

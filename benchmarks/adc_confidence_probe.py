@@ -11,6 +11,7 @@ TCP target ``p`` (the in-batch true-class probability) of the first 512
 training pairs, clean and corrupted. docs/fusion.md reads its output.
 """
 import argparse
+import json
 import os
 
 import torch
@@ -29,15 +30,23 @@ p.add_argument('--treatment', default='noise',
 p.add_argument('--keep', type=float, default=0.6)
 p.add_argument('--epochs', type=int, default=3)
 p.add_argument('--batch-size', type=int, default=512)
+p.add_argument('--lambda-uncertainty', type=float, default=0.0,
+               help='TrainConfig.lambda_uncertainty (0: the method)')
+p.add_argument('--fusion-kwargs', type=json.loads, default={},
+               help='ADCFusion arguments as JSON, e.g. \'{"scoring": '
+               '"pair_mean"}\' (default: the method)')
 args = p.parse_args()
 
 data = DBP15K(args.root, 'zh_en', modalities=['graph', 'rel', 'name', 'char'],
               seed=0, log=False)[0]
 data = CorruptModalities(['name', 'char'], keep_ratio=args.keep,
                          treatment=args.treatment, seed=0)(data)
-trainer = Trainer(data, TrainConfig(epochs=args.epochs,
+trainer = Trainer(data, TrainConfig(fusion='adc',
+                                    fusion_kwargs=args.fusion_kwargs,
+                                    epochs=args.epochs,
                                     batch_size=args.batch_size,
-                                    eval_every=10**6, progress=False),
+                                    eval_every=10**6, progress=False,
+                                    lambda_uncertainty=args.lambda_uncertainty),
                   log=lambda s: None)
 flags = torch.cat([data['source'].corrupted_name,
                    data['target'].corrupted_name])
@@ -60,7 +69,8 @@ def report(tag):
           f'{c[flags].mean():.4f} (std {c.std():.4f}, AUROC of 1-c '
           f'{auroc(1 - c[present], flags[present]):.3f}) | w clean '
           f'{w[~flags].mean():.4f} corrupted {w[flags].mean():.4f} | u clean '
-          f'{u[~flags].mean():.4f} corrupted {u[flags].mean():.4f} | TCP '
+          f'{u[~flags].mean():.4f} corrupted {u[flags].mean():.4f} (AUROC '
+          f'{auroc(u[present], flags[present]):.3f}) | TCP '
           f'target clean {p_s[~f, name].mean():.4f} corrupted '
           f'{p_s[f, name].mean():.4f}')
 

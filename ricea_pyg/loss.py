@@ -174,6 +174,11 @@ def icl_terms(source: Embeddings, target: Embeddings, tau: float = 0.1,
     """
     sq, sk = query_key(source, normalize)
     tq, tk = query_key(target, normalize)
+    shapes = {tuple(t.shape) for t in (sq, sk, tq, tk)}
+    if len(shapes) > 1 or sq.dim() < 2:
+        raise ValueError(f'icl_terms needs source and target rows of one '
+                         f'shape [..., B, d], row i of each a pair (got '
+                         f'{sorted(shapes)}); expand or index them to match')
     return _ICLTerms.apply(sq, sk, tq, tk, tau)
 
 

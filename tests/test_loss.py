@@ -191,3 +191,11 @@ def test_icl_terms_gradcheck_against_autograd_reference(shape):
                               + (ref_dir(t, s) * g2).sum(), (s, t))
     for a, b in zip(ours, ref):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_icl_terms_refuses_rows_of_different_shapes():
+    s, t = torch.randn(2, 5, 3), torch.randn(5, 3)
+    with pytest.raises(ValueError, match=r'one shape \[\.\.\., B, d\]'):
+        icl_terms(s, t)
+    with pytest.raises(ValueError, match='one shape'):
+        icl_terms(torch.randn(3), torch.randn(3))

@@ -319,7 +319,9 @@ class SeedLabelPropagation(torch.nn.Module):
             for h in range(h0, h1):
                 out[:, h * m:(h + 1) * m] = csr_spmm(
                     graph.neighbours, edge_weight[h], proj[h - h0])
-        return F.normalize(out, dim=1)
+        del proj, edge_weight
+        # F.normalize in place: a copy would double the largest buffer.
+        return out.div_(out.norm(dim=1, keepdim=True).clamp_min_(1e-12))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.channels}, '

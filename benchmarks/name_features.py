@@ -81,7 +81,6 @@ def score(inputs, x, pairs):
 def variants(args, pair):
     """Yields (features, propagated, metrics, seconds)."""
     prop = FeaturePropagation(hops=2)
-    default_done = False
     for enc in args.encoders:
         for names in (('translated', 'original') if enc == 'minilm'
                       else ('original', )):
@@ -94,21 +93,21 @@ def variants(args, pair):
             val = data[ALIGN].val_index
             load_s = time.perf_counter() - start
             feats = {f'{enc}, {names} names': inputs.features['name']}
-            if enc == 'minilm' and names == 'translated':
+            default = enc == 'minilm' and names == 'translated'
+            if default:
                 feats['bigrams, translated names'] = inputs.features['char']
             for label, x in feats.items():
                 yield label, False, score(inputs, x, val), load_s
                 t = time.perf_counter()
                 yield label, True, score(inputs, prop(x, graph), val), \
                     time.perf_counter() - t
-            if not default_done and enc == 'minilm':
+            if default:  # the inputs of a model with names
                 t = time.perf_counter()
                 x = torch.cat([F.normalize(inputs.features[m], dim=1)
                                for m in ('name', 'char')], dim=1)
                 yield ('minilm + bigrams, translated names (the default)',
                        True, score(inputs, prop(x, graph), val),
                        time.perf_counter() - t)
-                default_done = True
 
 
 def main():

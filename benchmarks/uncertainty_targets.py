@@ -174,10 +174,12 @@ def main():
                 pool = fit if target == 'oracle' else torch.arange(N)
                 e = pool[torch.randint(len(pool), (args.batch_size, ),
                                        generator=gen)]
-                xb, goal = x[e].clone(), oracle[e]
+                xb = x[e]
+                goal = oracle[e] if target == 'oracle' else torch.zeros(
+                    len(e), M)
             mb = mask[e]
             if target in ('replaced', 'swapped'):
-                goal = torch.zeros_like(goal)
+                xb = xb.clone()
                 with torch.no_grad():
                     for m, c in cols.items():
                         hit = (torch.rand(len(e), generator=gen) < args.rate

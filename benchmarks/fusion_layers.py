@@ -11,7 +11,10 @@ layer that trains: ``features='z'``, and the backward also runs through
 ``auxiliary_loss`` (TCP on the confidence, the uncertainty loss through the
 attention) against random per-modality targets; ``adc+aux, g d/4`` is the
 same with the confidence network's hidden sizes ``[d // 4]`` instead of the
-method's ``[2d, d]`` (``confidence_hidden``). Ends with the ADCFusion /
+method's ``[2d, d]`` (``confidence_hidden``); ``adc+aux, x`` keeps the
+method's ``features='x'`` (what RICEA trains: the fused output is built
+from the inputs with constant weights, and only the auxiliary losses reach
+the confidence network and the attention). Ends with the ADCFusion /
 MEAformerFusion ratios measured in this process.
 """
 from __future__ import annotations
@@ -30,17 +33,20 @@ from ricea_pyg.nn import FUSIONS  # noqa: E402
 
 AUX = 'adc+aux'
 AUX_NARROW = 'adc+aux, g d/4'
+AUX_X = 'adc+aux, x'
+AUXES = (AUX, AUX_NARROW, AUX_X)
 
 
 def bench(name, n, m, d, device, compiled, repeats):
     torch.manual_seed(0)
     kwargs = dict(num_modalities=m)
-    if name in ('meaformer', 'adc', AUX, AUX_NARROW):
+    if name in ('meaformer', 'adc') + AUXES:
         kwargs['channels'] = d
     if name == AUX_NARROW:
         kwargs['confidence_hidden'] = [d // 4]
-    if name in (AUX, AUX_NARROW):
-        fusion = FUSIONS['adc'](features='z', **kwargs).to(device)
+    if name in AUXES:
+        fusion = FUSIONS['adc'](features='x' if name == AUX_X else 'z',
+                                **kwargs).to(device)
     else:
         fusion = FUSIONS[name](**kwargs).to(device)
     x = torch.randn(n, m, d, device=device)
@@ -49,7 +55,7 @@ def bench(name, n, m, d, device, compiled, repeats):
     readout = torch.randn(n, m * d, device=device)
     target = torch.rand(n, m, device=device)
     xg = x.clone().requires_grad_()
-    if name in (AUX, AUX_NARROW):
+    if name in AUXES:
         full = torch.compile(fusion.forward_full) if compiled else \
             fusion.forward_full
 
@@ -90,7 +96,7 @@ def main():
     p.add_argument('--modalities', type=int, nargs='+', default=[2, 4, 6])
     p.add_argument('--channels', type=int, default=300)
     p.add_argument('--fusions', nargs='+',
-                   default=list(FUSIONS) + [AUX, AUX_NARROW])
+                   default=list(FUSIONS) + list(AUXES))
     p.add_argument('--no-compile', action='store_true')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--json', action='store_true')
@@ -114,7 +120,7 @@ def main():
             'peak_mb']
     ratios = []
     for r in rows:
-        if r['fusion'] not in ('adc', AUX, AUX_NARROW):
+        if r['fusion'] not in ('adc', ) + AUXES:
             continue
         ref = [q for q in rows if q['fusion'] == 'meaformer' and all(
             q[k] == r[k] for k in ('N', 'M', 'd', 'device', 'mode'))]

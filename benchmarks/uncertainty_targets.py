@@ -110,9 +110,8 @@ def main():
     model, inputs = trainer.model, trainer.inputs
     model.eval()
     with torch.no_grad():
-        x = model.modality_embeddings(inputs)
-    mods = model.modalities
-    mask = inputs.mask[:, [inputs.modalities.index(m) for m in mods]]
+        out = model(inputs)
+    x, mask, mods = out.x, out.mask, model.modalities
     flags = {m: corrupted(data, m) for m in ('name', 'char')}
     cols = {m: mods.index(m) for m in ('name', 'char')}
     hops = trainer.config.propagation_hops

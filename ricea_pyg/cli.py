@@ -615,6 +615,8 @@ def _restore(args):
     model = build_model(inputs, config)
     if model.beside and 'label_weight' in state:  # as chosen on validation
         model.beside_weight = state['label_weight']
+    if 'score_weights' in state:  # the name weight chosen on validation
+        model.score_weights = state['score_weights']
     try:
         model.load_state_dict(state['model'])
     except RuntimeError as e:

@@ -63,6 +63,24 @@ class ModelOutput(NamedTuple):
                            part(self.query), part(self.key))
 
 
+def _checked_score_weights(weights: Optional[Dict[str, float]],
+                           modalities: Sequence[str]) -> Dict[str, float]:
+    """:obj:`weights` checked, without the ones equal to 1."""
+    weights = dict(weights or {})
+    unknown = sorted(m for m in weights if m not in modalities)
+    if unknown:
+        raise ValueError(f'score_weights names {unknown}, which are not '
+                         f'fused modalities of this model ({list(modalities)})')
+    bad = {m: w for m, w in weights.items()
+           if isinstance(w, bool) or not isinstance(w, (int, float))
+           or not math.isfinite(w) or w <= 0}
+    if bad:
+        raise ValueError(f'score_weights must be finite numbers > 0 (got '
+                         f'{bad}); leave a modality out of the model to drop '
+                         'it')
+    return {m: float(w) for m, w in weights.items() if w != 1}
+
+
 class RICEA(torch.nn.Module):
     r"""The multi-modal entity alignment model of `"Probing Relative
     Interaction and Dynamic Calibration in Multi-modal Entity Alignment"
@@ -131,6 +149,17 @@ class RICEA(torch.nn.Module):
             pairs that the labels already get right (``docs/results.md``).
             (default: none)
         beside_weight (float): :math:`g \in (0, 1)`. (default: :obj:`0.5`)
+        score_weights (dict, optional): A weight :math:`s_m > 0` per fused
+            modality for the score alone: block :math:`m` of the fused
+            output (and of ``query`` and ``key``) is multiplied by
+            :math:`\sqrt{s_m}` before the output is normalised, so that
+            modality :math:`m`'s cosine counts :math:`s_m` times. Training
+            never sees them (the trainer's losses read
+            ``forward(..., beside=False)``); the trainer chooses the name
+            modalities' weight on validation
+            (``TrainConfig.name_weight``). Needs a fusion whose output is
+            the modality blocks side by side (``mode='concat'``).
+            (default: all 1)
 
     Shapes:
         - **input:** :class:`PairInputs`, optional row index ``[n]``
@@ -148,7 +177,8 @@ class RICEA(torch.nn.Module):
                  gat_diag: bool = True, dropout: float = 0.0,
                  structure_encoder: str = 'gat', num_relations: int = 0,
                  sparse_grad: bool = False, checkpoint_fusion: bool = True,
-                 beside: Sequence[str] = (), beside_weight: float = 0.5):
+                 beside: Sequence[str] = (), beside_weight: float = 0.5,
+                 score_weights: Optional[Dict[str, float]] = None):
         super().__init__()
         self.checkpoint_fusion = checkpoint_fusion
         unknown = [m for m in beside if m not in modalities or m == 'graph']
@@ -206,7 +236,38 @@ class RICEA(torch.nn.Module):
                                       num_modalities=len(self.modalities),
                                       channels=channels,
                                       **(fusion_kwargs or {}))
+        self.score_weights = score_weights
         self.reset_parameters()
+
+    @property
+    def score_weights(self) -> Dict[str, float]:
+        """The weights of the modalities' cosines in the score that are
+        not 1 (see :obj:`score_weights` above); assign a dict to change
+        them."""
+        return dict(self._score_weights)
+
+    @score_weights.setter
+    def score_weights(self, weights: Optional[Dict[str, float]]) -> None:
+        self._score_weights = _checked_score_weights(weights,
+                                                     self.modalities)
+
+    def _block_scale(self, x: Tensor, weights: Dict[str, float]
+                     ) -> Optional[Tensor]:
+        r"""``[W]``: :math:`\sqrt{s_m}` over the columns of modality
+        :math:`m`'s blocks in an output of width ``x.size(1)`` (the fused
+        vector, or a query/key of two such halves); None if all are 1."""
+        if not weights:
+            return None
+        M, d = len(self.modalities), self.channels
+        if x.size(1) % (M * d):
+            raise ValueError(
+                f'score_weights need the {M} modality blocks of {d} columns '
+                f'side by side in the fused output, which has '
+                f'{x.size(1)} columns: use a fusion with mode=\'concat\'')
+        s = torch.tensor([math.sqrt(weights.get(m, 1.0))
+                          for m in self.modalities], dtype=x.dtype,
+                         device=x.device)
+        return s.repeat_interleave(d).repeat(x.size(1) // (M * d))
 
     @classmethod
     def from_inputs(cls, inputs: PairInputs, **kwargs) -> RICEA:
@@ -299,7 +360,8 @@ class RICEA(torch.nn.Module):
                 ) -> ModelOutput:
         """The rows :obj:`index` (all without it); with :obj:`beside`
         False the :obj:`beside` modalities are left out of ``fused``,
-        ``query`` and ``key`` (what training optimises)."""
+        ``query`` and ``key``, and :attr:`score_weights` are not applied
+        (what training optimises)."""
         x = self.modality_embeddings(inputs, index, graph, graph_rows)
         mask = inputs.mask
         if self.beside:  # the fused modalities' columns only
@@ -313,6 +375,13 @@ class RICEA(torch.nn.Module):
         else:
             out = self.fusion.forward_full(x, mask)
         fused, query, key = out.fused, out.query, out.key
+        scale = self._block_scale(fused, self._score_weights) if beside \
+            else None
+        if scale is not None:
+            fused = fused * scale
+            if query is not None:
+                scale = self._block_scale(query, self._score_weights)
+                query, key = query * scale, key * scale
         if self.beside and beside:
             rows = self.beside_rows(inputs, index)
             a, b = self._beside_scales(self.beside_weight)
@@ -360,6 +429,40 @@ class RICEA(torch.nn.Module):
                              'columns: not this model\'s embeddings')
         return torch.cat([embeddings[:, :cut] * (a / a0),
                           embeddings[:, cut:] * (b / b0)], 1)
+
+    def rescore(self, embeddings: Embeddings, weights: Dict[str, float]
+                ) -> Embeddings:
+        """:obj:`embeddings` (``fused``, ``query``/``key`` or
+        :attr:`ModelOutput.embeddings`, from :meth:`embed`, made at
+        :attr:`score_weights`) as they are with :obj:`weights` instead,
+        without running the model: each modality's blocks rescaled, and the
+        fused part normalised again where :meth:`embed` normalises it. The
+        trainer chooses the name modalities' weight on validation with
+        it."""
+        old = self._score_weights
+        new = _checked_score_weights(weights, self.modalities)
+        ratio = {m: new.get(m, 1.0) / old.get(m, 1.0)
+                 for m in self.modalities}
+        # The fused part is unit-norm (scaled by the beside weight) unless
+        # the fusion gives a query and a key (pair_mean), scored as is.
+        unit = self.fusion.scoring != 'pair_mean'
+
+        def part(x: Tensor) -> Tensor:
+            cut = x.size(1) - self.beside_width
+            fused = x[:, :cut]
+            scaled = fused * self._block_scale(fused, ratio)
+            if unit:
+                scaled = F.normalize(scaled, dim=1) * fused.norm(
+                    dim=1, keepdim=True)
+            return torch.cat([scaled, x[:, cut:]], 1) if self.beside \
+                else scaled
+
+        if isinstance(embeddings, QueryKey):
+            query = part(embeddings.query)
+            key = (query if embeddings.key is embeddings.query else
+                   part(embeddings.key))
+            return QueryKey(query, key)
+        return part(embeddings)
 
     def beside_rows(self, inputs: PairInputs,
                     index: Optional[Tensor] = None) -> Tensor:
@@ -421,6 +524,8 @@ class RICEA(torch.nn.Module):
                  f', structure_encoder={self.structure_kind!r}')
         if self.beside:
             extra += f', beside={self.beside}, g={self.beside_weight:g}'
+        if self._score_weights:
+            extra += f', score_weights={self._score_weights}'
         return (f'{self.__class__.__name__}({self.modalities}, '
                 f'channels={self.channels}{extra}, fusion={self.fusion})')
 

@@ -6,13 +6,14 @@ import dataclasses
 import difflib
 import inspect
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
 __all__ = ['TrainConfig', 'ConfigError', 'SAMPLED_FROM', 'NARROW_FROM',
            'PROPAGATED_BY_DEFAULT', 'LABELS', 'LABEL_CHANNELS',
-           'FUSED_WIDTH_CAP', 'RECIPES']
+           'FUSED_WIDTH_CAP', 'RECIPES', 'NAME_MODALITIES', 'NAME_WEIGHTS']
 
 #: Entities per KG from which training samples neighbourhoods by default.
 SAMPLED_FROM = 100_000
@@ -25,6 +26,11 @@ LABELS = 'labels'
 #: Width of the random seed labels (LightEA's ``ent_dim``) when
 #: ``label_channels`` is None.
 LABEL_CHANNELS = 1024
+#: The modalities built from entity names, whose weight in the score
+#: ``TrainConfig.name_weight`` sets.
+NAME_MODALITIES = ('name', 'char')
+#: ``TrainConfig.name_weight``'s default choices.
+NAME_WEIGHTS = (1.0, 0.5, 0.25, 0.1)
 #: Widest fused embedding (modalities x channels) from NARROW_FROM on.
 FUSED_WIDTH_CAP = 384
 
@@ -85,9 +91,9 @@ class TrainConfig:
     impute_missing: bool = True
     # LightEA's seed-label propagation (nn.SeedLabelPropagation) as one more
     # modality, 'labels' (8192 wide), from random labels of this width;
-    # 0 = off. None: on (1024)
-    # for a structure-only model ('graph' and no 'name') below SAMPLED_FROM
-    # entities per KG, else off.
+    # 0 = off. None: on (1024) for a model with 'graph' below SAMPLED_FROM
+    # entities per KG, else off; with names too, as they carry a model whose
+    # names are scarce or wrong (docs/robustness.md).
     label_channels: Optional[int] = None
     # 'fused': the labels are one more fused modality (a learnt map to d);
     # 'beside': scored beside the fusion, [sqrt(1 - g) h ; sqrt(g) l]
@@ -104,6 +110,14 @@ class TrainConfig:
     # selects the round (the trained labels, round 0, included). Needs the
     # seed labels (label_channels > 0).
     label_rounds: int = 0
+    # The weight of the name modalities' cosines (NAME_MODALITIES) in the
+    # score, RICEA.score_weights; the model is trained without it. A list:
+    # chosen on validation at every evaluation (with label_weight) and kept
+    # with the selected model, so that the score leans away from names
+    # that are scarce, noisy or wrong (docs/robustness.md). Needs a fusion
+    # whose output is the modality blocks side by side (not mode='sum').
+    name_weight: Union[float, List[float]] = field(
+        default_factory=lambda: list(NAME_WEIGHTS))
     # loss
     tau: float = 0.1
     alpha: float = 0.5
@@ -214,6 +228,8 @@ class TrainConfig:
             self.propagate = list(self.propagate)
         if isinstance(self.label_weight, tuple):
             self.label_weight = list(self.label_weight)
+        if isinstance(self.name_weight, tuple):
+            self.name_weight = list(self.name_weight)
         self.validate()
 
     @property
@@ -222,6 +238,13 @@ class TrainConfig:
         until validation has chosen one)."""
         g = self.label_weight
         return list(g) if isinstance(g, list) else [g]
+
+    @property
+    def name_weights(self) -> List[float]:
+        """The values that :attr:`name_weight` names (the first until
+        validation has chosen one)."""
+        s = self.name_weight
+        return list(s) if isinstance(s, list) else [s]
 
     def validate(self) -> None:
         positive = ['epochs', 'eval_every',
@@ -313,6 +336,15 @@ class TrainConfig:
                               f'non-empty list of them to choose from on '
                               f'validation (got {self.label_weight!r}): the '
                               f'share of the score that the seed labels carry')
+        weights = self.name_weights
+        if not weights or any(isinstance(s, bool) or not isinstance(
+                s, (int, float)) or not math.isfinite(s) or s <= 0
+                for s in weights):
+            raise ConfigError(f'name_weight must be a number > 0 or a '
+                              f'non-empty list of them to choose from on '
+                              f'validation (got {self.name_weight!r}): how '
+                              f'much the name modalities count in the score; '
+                              f'1 leaves the score as trained')
         if self.label_channels is not None and (
                 isinstance(self.label_channels, bool)
                 or not isinstance(self.label_channels, int)
@@ -443,10 +475,11 @@ class TrainConfig:
     def from_checkpoint(cls, values: Dict[str, Any], source: str = 'checkpoint'
                         ) -> TrainConfig:
         """A checkpoint's saved config; one saved before input
-        propagation existed trained without it, and one saved before
-        imputation existed kept missing rows masked."""
+        propagation existed trained without it, one saved before
+        imputation existed kept missing rows masked, and one saved before
+        the name weight existed scored names at 1."""
         values = {'propagate': [], 'label_channels': 0,
-                  'impute_missing': False, **values}
+                  'impute_missing': False, 'name_weight': 1.0, **values}
         return cls.from_dict(values, source=source)
 
     @classmethod

@@ -39,6 +39,8 @@ from ricea_pyg.train.checkpoint import (
 from ricea_pyg.train.config import (
     LABEL_CHANNELS,
     LABELS,
+    NAME_MODALITIES,
+    NAME_WEIGHTS,
     SAMPLED_FROM,
     ConfigError,
     TrainConfig,
@@ -65,9 +67,8 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
         sizes = (inputs['source'].num_nodes, inputs['target'].num_nodes)
         mods = config.modalities or list(inputs.modalities)
     if config.label_channels is None:
-        structure_only = 'graph' in mods and 'name' not in mods
         config = dataclasses.replace(config, label_channels=(
-            LABEL_CHANNELS if structure_only and max(sizes) < SAMPLED_FROM
+            LABEL_CHANNELS if 'graph' in mods and max(sizes) < SAMPLED_FROM
             else 0))
     # (what needs the seed labels, the other fix) for each option that does
     needs = [(what, fix) for on, what, fix in (
@@ -84,6 +85,17 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
                           f'{" and ".join(f for _, f in needs)}')
     if config.label_channels and LABELS not in mods:
         mods = list(mods) + [LABELS]
+    named = [m for m in NAME_MODALITIES if m in mods]
+    summed = config.fusion_kwargs.get('mode', 'concat') != 'concat'
+    if (not named or summed) and config.name_weights != [1.0]:
+        if config.name_weights != list(NAME_WEIGHTS):  # asked for
+            why = ("the fusion adds the modalities up (mode='sum'), so "
+                   'their blocks cannot be weighed' if named else
+                   f'this model has no name modality '
+                   f'({list(NAME_MODALITIES)})')
+            raise ConfigError(f'name_weight={config.name_weight!r}, but '
+                              f'{why}; set name_weight to 1')
+        config = dataclasses.replace(config, name_weight=1.0)
     # Modalities the fusion sees: labels beside it are not among them.
     fused = len(mods) - (config.label_mode == 'beside' and LABELS in mods)
     config = config.resolve(*sizes, fused)
@@ -206,7 +218,15 @@ def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:
         checkpoint_fusion=config.checkpoint_fusion,
         beside=([LABELS] if config.label_mode == 'beside' and LABELS in
                 inputs.modalities else ()),
-        beside_weight=config.label_weights[0])
+        beside_weight=config.label_weights[0],
+        score_weights=name_score_weights(inputs.modalities,
+                                         config.name_weights[0]))
+
+
+def name_score_weights(modalities, weight: float) -> Dict[str, float]:
+    """:attr:`RICEA.score_weights` that weigh the name modalities of
+    :obj:`modalities` by :obj:`weight`."""
+    return {m: weight for m in NAME_MODALITIES if m in modalities}
 
 
 def evaluate_embeddings(*args, **kwargs) -> Dict[str, float]:
@@ -334,6 +354,7 @@ class Trainer:
         self.config = config = resolve_config(self.inputs, config)
         _seed_everything(config.seed)
         self.model = build_model(self.inputs, config).to(self.device)
+        self.best_score_weights = self.model.score_weights
         self.sampler = None
         if config.sampled and self.model.entity is not None:
             self.sampler = NeighborSampler(self.inputs.edge_index,
@@ -594,10 +615,12 @@ class Trainer:
                               if self.self_training else None),
             'train_pairs': self.train_pairs, 'log': self.run_log.state_dict(),
             'best_train_pairs': self.best_train_pairs,
-            # g of the model's score (label_weight), as last chosen on
-            # validation, and of the selected model
+            # g of the model's score (label_weight) and the name weight, as
+            # last chosen on validation, and of the selected model
             'label_weight': self.model.beside_weight,
             'best_label_weight': self.best_label_weight,
+            'score_weights': self.model.score_weights,
+            'best_score_weights': self.best_score_weights,
             'modalities': self.inputs.modalities,
         }
 
@@ -633,6 +656,10 @@ class Trainer:
                                              self.model.beside_weight)
         self.best_label_weight = state.get('best_label_weight',
                                            self.best_label_weight)
+        self.model.score_weights = state.get('score_weights',
+                                             self.model.score_weights)
+        self.best_score_weights = state.get('best_score_weights',
+                                            self.best_score_weights)
         if LABELS in self.inputs.modalities:
             self._refresh_labels()
         self.run_log.load_state_dict(state['log'])
@@ -655,6 +682,7 @@ class Trainer:
                          # what its seed labels were built from
                          'train_pairs': self.best_train_pairs,
                          'label_weight': self.best_label_weight,
+                         'score_weights': self.best_score_weights,
                          'epoch': self.best['epoch'], 'val': val,
                          'label_round': self.best.get('label_round', 0)},
                         self._path('best.pt'))
@@ -720,9 +748,11 @@ class Trainer:
         return info
 
     def _validation_metrics(self, embeddings=None) -> Dict[str, float]:
-        choices = self.config.label_weights
-        if len(choices) > 1 and self.model.beside:
-            return self._choose_label_weight(choices, embeddings)
+        labels = self.config.label_weights if self.model.beside else []
+        names = self.config.name_weights
+        if len(labels) > 1 or len(names) > 1:
+            return self._choose_score_weights(labels or [None], names,
+                                              embeddings)
         return self.evaluate('val', embeddings=embeddings)
 
     def _validate(self, stage: int, embeddings=None) -> Dict[str, float]:
@@ -730,6 +760,7 @@ class Trainer:
         if self.selector.update(self.epoch + 1, stage, val, self.model):
             self.best_train_pairs = self.train_pairs
             self.best_label_weight = self.model.beside_weight
+            self.best_score_weights = self.model.score_weights
             self._save_best(val)
         elif self.selector.stopped[stage]:
             self.log(f'early stop in stage {stage} at epoch {self.epoch + 1} '
@@ -738,33 +769,48 @@ class Trainer:
                      f'{self.best["epoch"]})')
         return {f'val_{k}': v for k, v in val.items()}
 
-    def _choose_label_weight(self, choices: List[float], embeddings=None
-                             ) -> Dict[str, float]:
-        """Validation metrics at each :math:`g` of :obj:`choices` from one
-        run of the model (:meth:`RICEA.reweigh`); the best by
-        ``select_metric`` (the first on a tie) becomes the model's
-        :math:`g`. Its metrics carry it as ``label_weight``."""
+    def _choose_score_weights(self, labels: List[Optional[float]],
+                              names: List[float], embeddings=None
+                              ) -> Dict[str, float]:
+        """Validation metrics at each seed-label weight :math:`g` of
+        :obj:`labels` (None: the model has none beside the fusion) and each
+        name weight of :obj:`names`, from one run of the model
+        (:meth:`RICEA.rescore`, :meth:`RICEA.reweigh`); the best by
+        ``select_metric`` (the first on a tie) becomes the model's. Its
+        metrics carry them as ``label_weight`` and ``name_weight``."""
         src, tgt, _ = embeddings or self.embeddings()
         pairs = self.val_pairs.to(self.device)
         if self.config.candidates == 'test' and not self.config.eval_queries:
-            # Only the validation rows are ranked: reweigh those alone.
+            # Only the validation rows are ranked: rescore those alone.
             src, tgt = src[pairs[0]], tgt[pairs[1]]
             pairs = torch.arange(pairs.size(1), device=self.device).expand(
                 2, -1)
-        best = None
-        for g in choices:
-            val = self._evaluate_pairs(self.model.reweigh(src, g),
-                                       self.model.reweigh(tgt, g), pairs)
-            if best is None or val[self.config.select_metric] > best[1][
-                    self.config.select_metric]:
-                best = g, val
-        self.model.beside_weight = best[0]
-        return {**best[1], 'label_weight': best[0]}
+        metric, best = self.config.select_metric, None
+        mods = self.model.modalities
+        for s in names:
+            weights = name_score_weights(mods, s)
+            ns, nt = (self.model.rescore(src, weights),
+                      self.model.rescore(tgt, weights))
+            for g in labels:
+                val = self._evaluate_pairs(
+                    *((ns, nt) if g is None else
+                      (self.model.reweigh(ns, g), self.model.reweigh(nt, g))),
+                    pairs)
+                if best is None or val[metric] > best[2][metric]:
+                    best = s, g, val
+        s, g, val = best
+        self.model.score_weights = name_score_weights(mods, s)
+        extra = {'name_weight': s} if len(names) > 1 else {}
+        if g is not None:
+            self.model.beside_weight = g
+            extra['label_weight'] = g
+        return {**val, **extra}
 
     def _load_best(self) -> None:
         """The selected model, its :math:`g` and its seed labels."""
         self.model.load_state_dict(self.selector.best_state)
         self.model.beside_weight = self.best_label_weight
+        self.model.score_weights = self.best_score_weights
         if LABELS in self.inputs.modalities:  # the inputs it was chosen on
             self.inputs.features[LABELS] = seed_labels(
                 self.inputs, self.best_train_pairs, self.config)
@@ -802,10 +848,13 @@ class Trainer:
             if self.selector.rescore(val, label_round=r):
                 self.best_train_pairs = pairs
                 self.best_label_weight = self.model.beside_weight
+                self.best_score_weights = self.model.score_weights
                 self._save_best(val)
-        # The weights never changed: only the labels and g go back, and the
-        # labels only if a later round replaced the selected one's.
+        # The weights never changed: only the labels, g and the name weight
+        # go back, and the labels only if a later round replaced the
+        # selected one's.
         self.model.beside_weight = self.best_label_weight
+        self.model.score_weights = self.best_score_weights
         if self.best.get('label_round', 0) != len(rounds):
             self.inputs.features[LABELS] = seed_labels(
                 self.inputs, self.best_train_pairs, c)
@@ -819,6 +868,8 @@ class Trainer:
                   f"{row['val_mrr']:.4f}")
         if 'val_label_weight' in row:
             s += f" | g {row['val_label_weight']:g}"
+        if 'val_name_weight' in row:
+            s += f" | names x{row['val_name_weight']:g}"
         return s
 
     def _finish(self, fit_time: float) -> Dict:
@@ -839,6 +890,9 @@ class Trainer:
             'best_epoch': self.best['epoch'], 'epochs_run': len(times),
             'label_weight': (self.model.beside_weight if self.model.beside
                              else None),
+            # the selected model's weight of the name modalities in the score
+            'name_weight': next(iter(self.model.score_weights.values()),
+                                1.0),
             # training-free rounds: the one selected (0: none) and each one
             'label_round': self.best.get('label_round', 0),
             'label_rounds': rounds,

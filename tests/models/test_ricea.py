@@ -244,3 +244,79 @@ def test_beside_bad_arguments(data):
     only = PairInputs.from_data(data, ['img'])
     with pytest.raises(ValueError, match='at least one must be fused'):
         RICEA.from_inputs(only, channels=8, beside=['img'])
+
+
+def _cosines(x, mask):
+    """``[N, N, M]`` per-modality cosines, 0 where either side is missing."""
+    import torch.nn.functional as F
+    u = F.normalize(x, dim=-1) * mask.unsqueeze(-1)
+    return torch.einsum('imd,jmd->ijm', u, u)
+
+
+@pytest.mark.parametrize('fusion', ['concat', 'meaformer'])
+def test_score_weights_weigh_each_modality_cosine(data, fusion):
+    inp = PairInputs.from_data(data, ['graph', 'rel', 'attr', 'img'])
+    torch.manual_seed(0)
+    model = RICEA.from_inputs(inp, channels=8, fusion=fusion).eval()
+    s = {'attr': 0.25, 'img': 4.0}
+    model.score_weights = s
+    assert model.score_weights == s and 'score_weights=' in repr(model)
+    with torch.no_grad():
+        out = model(inp)
+        trained = model(inp, beside=False)
+    cos = _cosines(out.x, out.mask)
+    w = out.weights
+    sw = torch.tensor([1.0, 1.0, 0.25, 4.0])
+    # fused = [w_m x^_m], each block times sqrt(s_m), then normalised
+    num = (cos * w.unsqueeze(1) * w.unsqueeze(0) * sw).sum(-1)
+    sq = (w ** 2 * out.mask * sw).sum(-1).sqrt()
+    expected = num / (sq.unsqueeze(1) * sq.unsqueeze(0))
+    emb = model.embed(inp).embeddings
+    assert torch.allclose(emb @ emb.t(), expected, atol=1e-5)
+    # Training never sees them.
+    model.score_weights = None
+    with torch.no_grad():
+        assert torch.equal(trained.fused, model(inp, beside=False).fused)
+
+
+@pytest.mark.parametrize('scoring,beside', [('fused', False),
+                                            ('pair_mean', False),
+                                            ('fused', True),
+                                            ('pair_mean', True)])
+def test_rescore_equals_the_model_at_the_other_weights(data, scoring,
+                                                       beside):
+    inp = PairInputs.from_data(data, ['graph', 'rel', 'attr', 'img'])
+    torch.manual_seed(0)
+    model = RICEA.from_inputs(inp, channels=8, fusion='adc',
+                              fusion_kwargs={'scoring': scoring},
+                              beside=['img'] if beside else (),
+                              score_weights={'attr': 0.5})
+    emb = model.embed(inp).embeddings
+    for new in ({'attr': 0.1, 'rel': 2.0}, {}):
+        model.score_weights = new
+        expected = model.embed(inp).embeddings
+        model.score_weights = {'attr': 0.5}
+        got = model.rescore(emb, new)
+        pairs = [(got, expected)] if isinstance(got, torch.Tensor) else \
+            [(got.query, expected.query), (got.key, expected.key)]
+        for a, b in pairs:
+            assert torch.allclose(a, b, atol=1e-5)
+    assert model.score_weights == {'attr': 0.5}  # rescore changes nothing
+
+
+def test_score_weights_bad_arguments(data):
+    inp = PairInputs.from_data(data, ['graph', 'rel', 'attr'])
+    model = RICEA.from_inputs(inp, channels=8, fusion='concat')
+    with pytest.raises(ValueError, match=r"names \['name'\], which are not"):
+        model.score_weights = {'name': 0.5}
+    for bad in (0.0, -1.0, float('nan'), True):
+        with pytest.raises(ValueError, match='finite numbers > 0'):
+            model.score_weights = {'attr': bad}
+    summed = RICEA.from_inputs(inp, channels=8, fusion='global',
+                               fusion_kwargs={'mode': 'sum'},
+                               score_weights={'attr': 0.5})
+    with pytest.raises(ValueError, match="mode='concat'"):
+        summed.embed(inp)
+    # Weights of 1 are the default and are not kept.
+    model.score_weights = {'attr': 1.0}
+    assert model.score_weights == {} and 'score_weights' not in repr(model)

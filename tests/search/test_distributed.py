@@ -58,7 +58,10 @@ def test_two_process_search_equals_single_process(tmp_path, sizes, k):
     for rank in range(2):
         scores, ids = torch.load(tmp_path / f'{rank}.pt')
         assert torch.equal(ids, ref_i)
-        assert torch.equal(scores, ref_s)
+        # The same products, but BLAS may block a 197-row shard and the
+        # 200-row table differently (seen on a 2026-12-07 machine): the
+        # last bit can differ, the ranking cannot.
+        assert torch.allclose(scores, ref_s, rtol=0, atol=1e-6)
 
 
 def test_shard_range_covers():

@@ -57,8 +57,9 @@ def test_selection_uses_validation_and_tests_once(data, tmp_path):
                 out['mrr'] = next(scores)
             return out
 
-    t = Recording(data, small_config(epochs=6), out_dir=str(tmp_path),
-                  log=quiet)
+    # One name weight: nothing to choose, so validation is evaluate('val').
+    t = Recording(data, small_config(epochs=6, name_weight=1.0),
+                  out_dir=str(tmp_path), log=quiet)
     metrics = t.fit()
     test_calls = [c for c in calls if c[0] == 'test']
     assert len(test_calls) == 2  # CSLS and cosine, once each, at the end
@@ -93,8 +94,8 @@ def test_early_stopping_on_patience(data):
             return out
 
     logs = []
-    t = Falling(data, small_config(epochs=8, eval_every=1, patience=2),
-                log=logs.append)
+    t = Falling(data, small_config(epochs=8, eval_every=1, patience=2,
+                                   name_weight=1.0), log=logs.append)
     m = t.fit()
     assert m['epochs_run'] == 3 and m['best_epoch'] == 1
     assert any('early stop' in line for line in logs)
@@ -478,6 +479,62 @@ def test_one_label_weight_is_not_searched(data):
     assert 'label_weight' not in metrics['val']
 
 
+def test_name_weight_is_chosen_on_validation_with_label_weight(data,
+                                                                tmp_path):
+    names, labels = [1.0, 0.5, 0.1], [0.2, 0.6]
+    config = small_config(modalities=['graph', 'rel', 'name', 'char'],
+                          label_channels=32, label_mode='beside',
+                          label_weight=labels, name_weight=names,
+                          fusion='meaformer', eval_every=1)
+    t = Trainer(data, config, out_dir=str(tmp_path), log=quiet)
+    assert t.model.score_weights == {}  # 1, the first until validation
+    metrics = t.fit()
+    for row in t.history:
+        assert row['val_name_weight'] in names
+        assert row['val_label_weight'] in labels
+    s, g = metrics['name_weight'], metrics['label_weight']
+    assert s == metrics['val']['name_weight']
+    assert t.model.score_weights == ({} if s == 1 else
+                                     {'name': s, 'char': s})
+    # The best of the grid, each point computed from the model itself.
+    scores = {}
+    for w in names:
+        for h in labels:
+            t.model.score_weights = {'name': w, 'char': w}
+            t.model.beside_weight = h
+            scores[w, h] = t.evaluate('val')['mrr']
+    assert scores[s, g] == pytest.approx(max(scores.values()), abs=1e-12)
+    assert scores[s, g] == pytest.approx(metrics['val']['mrr'], abs=1e-6)
+    # Both checkpoints keep it, and resuming restores it.
+    best = torch.load(tmp_path / 'best.pt', weights_only=False)
+    last = torch.load(tmp_path / 'last.pt', weights_only=False)
+    assert best['score_weights'] == last['best_score_weights'] == \
+        ({} if s == 1 else {'name': s, 'char': s})
+    again = Trainer(data, config, out_dir=str(tmp_path), log=quiet)
+    again.load_state_dict(last)
+    assert again.best_score_weights == best['score_weights']
+    assert again.model.score_weights == last['score_weights']
+
+
+def test_name_weight_needs_names_and_blocks(data):
+    from ricea_pyg.train import resolve_config
+    # The default choices fall back to 1 where nothing can be weighed ...
+    for kw in (dict(modalities=['graph', 'rel']),
+               dict(fusion='global', fusion_kwargs={'mode': 'sum'})):
+        assert resolve_config(data, small_config(**kw)).name_weight == 1.0
+    # ... choices asked for are refused.
+    with pytest.raises(ConfigError, match='no name modality'):
+        resolve_config(data, small_config(modalities=['graph', 'rel'],
+                                          name_weight=[1.0, 0.3]))
+    with pytest.raises(ConfigError, match="mode='sum'"):
+        resolve_config(data, small_config(
+            fusion='global', fusion_kwargs={'mode': 'sum'}, name_weight=0.5))
+    for bad in ([], 0, -1.0, [1.0, float('inf')], True):
+        with pytest.raises(ConfigError, match='name_weight must be'):
+            small_config(name_weight=bad)
+    assert TrainConfig.from_checkpoint({}).name_weight == 1.0
+
+
 def test_model_selector_patience_restarts_in_each_stage():
     from ricea_pyg.train import ModelSelector
     sel = ModelSelector('mrr', patience=2)
@@ -609,10 +666,12 @@ def test_structure_only_inputs_get_seed_labels(data):
     t = Trainer(data, config, log=quiet)
     assert t.config.label_channels == 1024
     assert t.model.modalities == ['graph', 'rel', 'labels']
-    # With names, or switched off, there is no labels modality.
-    assert 'labels' not in model_inputs(data, small_config()).modalities
+    # With names too; switched off, or without a graph, there is none.
+    assert model_inputs(data, small_config()).modalities[-1] == 'labels'
     assert 'labels' not in model_inputs(data, small_config(
         modalities=['graph', 'rel'], label_channels=0)).modalities
+    assert 'labels' not in model_inputs(data, small_config(
+        modalities=['rel', 'name'])).modalities
     with pytest.raises(ConfigError, match='label_channels'):
         TrainConfig(label_channels=-1)
 
@@ -677,7 +736,7 @@ def test_propagation_imputes_missing_rows_from_neighbours():
     assert torch.equal(dirty.mask, inputs.mask)
     kept = model_inputs(data, small_config(propagate=['name'],
                                            impute_missing=False))
-    assert torch.equal(kept.mask, raw.mask)
+    assert torch.equal(kept.mask[:, :len(raw.modalities)], raw.mask)
     assert TrainConfig.from_checkpoint(
         {'propagate': ['name']}).impute_missing is False
 
@@ -749,12 +808,13 @@ def test_label_rounds_need_seed_labels(data):
                                    label_channels=0, label_rounds=1),
                 log=quiet)
     with pytest.raises(ConfigError, match='label_rounds=1 bootstraps'):
-        Trainer(data, small_config(label_rounds=1), log=quiet)  # names
+        Trainer(data, small_config(modalities=['rel', 'name'],  # no graph
+                                   label_rounds=1), log=quiet)
     with pytest.raises(ConfigError, match="label_mode='beside' scores .* and "
                        "label_rounds=1 bootstraps .*or label_mode='fused' and "
                        'label_rounds=0'):
-        Trainer(data, small_config(label_mode='beside', label_rounds=1),
-                log=quiet)
+        Trainer(data, small_config(label_mode='beside', label_rounds=1,
+                                   label_channels=0), log=quiet)
     with pytest.raises(ConfigError, match='label_rounds must be'):
         small_config(label_rounds=-1)
 

@@ -18,12 +18,12 @@ shared by the treatments. Structural sparsity is its own axis at R = 1.0:
 "no names" cell per fusion and seed trains the same model on graph + rel
 only. Training is the library's (Trainer, default TrainConfig, a fixed
 number of epochs, selection on validation, test once, CSLS k = 3); the
-corruption and the model share the run seed; the split is seed 0. Models
-with names get no seed labels and score names at weight 1 unless the
-variant sets ``label_channels`` and ``name_weight`` (``'concat:{
-"label_channels": 1024, "name_weight": [1.0, 0.5, 0.25, 0.1]}'`` is what
-the default TrainConfig trains since 2026-12-07); the "no names" cells get
-the default's seed labels.
+corruption and the model share the run seed; the split is seed 0. Names
+count at weight 1 in the score unless the variant sets ``name_weight``
+(``'concat:{"name_weight": [1.0, 0.5, 0.25, 0.1]}'`` is what the default
+TrainConfig does since 2026-12-07, choosing on validation); models with
+names get seed labels only where the variant sets ``label_channels``, as
+in the default TrainConfig, and the "no names" cells get the default's.
 
 For fusions whose output has a per-entity uncertainty, the AUROC of
 u[:, name] for telling corrupted names from clean ones is measured over all
@@ -175,12 +175,9 @@ def run_cell(args, cell, fusion, seed, epochs):
     # Keys of a variant that are training settings (e.g.
     # "lambda_uncertainty") go to the config, the rest to the fusion.
     settings, kwargs = split_variant(kwargs)
-    # The grid's protocol predates two defaults of 2026-12-07, seed labels
-    # for models with names and the name weight chosen on validation: a
-    # variant asks for them.
+    # The grid's protocol predates the name weight chosen on validation
+    # (the default since 2026-12-07): a variant asks for it.
     settings.setdefault('name_weight', 1.0)
-    if cell['kind'] != 'no names':
-        settings.setdefault('label_channels', 0)
     config = TrainConfig(
         **settings,
         fusion=name, fusion_kwargs=kwargs, seed=seed, epochs=epochs,
@@ -340,13 +337,14 @@ def render(results, args, path, plot_path):
         '+ rel only, with what the default `TrainConfig` gives such a model '
         '(the `labels` modality of seed-label propagation, '
         '`label_channels`); a fusion should never do worse with corrupted '
-        'names than without them. The models with names get seed labels '
-        'only where the column says `"label_channels": 1024`, and a '
-        'weight of the name modalities in the score chosen on validation '
-        'only where it gives `name_weight` a list: both are what the '
-        'default `TrainConfig` does since 2026-12-07. The other columns '
-        'were measured without them, as the defaults were then (so *no '
-        'names* had one modality more than they).', '',
+        'names than without them. So *no names* has one modality more '
+        'than the models with names, which get seed labels only where the '
+        'column says `"label_channels": 1024` (an opt-in, as in the '
+        'default `TrainConfig`). The weight of the name modalities in the '
+        'score is chosen on validation only where the column gives '
+        '`name_weight` a list (the default `TrainConfig` does since '
+        '2026-12-07; the other columns score names at 1, as it did '
+        'before).', '',
         f'Training: `Trainer` with the default `TrainConfig` except the '
         f'fusion, the seed and a fixed **{epochs} epoch'
         f'{"s" if epochs != 1 else ""}**; model selected on '

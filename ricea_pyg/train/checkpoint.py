@@ -10,14 +10,10 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from ricea_pyg.train.config import LABEL_CHANNELS, LABELS
-
 __all__ = ['FORMAT_VERSION', 'load_checkpoint', 'rng_state', 'set_rng_state']
 
-#: Bumped when the layout of a checkpoint, or what its saved config means,
-#: changes. 3: ``label_channels=None`` gives models with names seed labels
-#: too; a version-2 file is read with the value it was trained with.
-FORMAT_VERSION = 3
+#: Bumped when the layout of a checkpoint changes.
+FORMAT_VERSION = 2
 
 
 def rng_state() -> Dict[str, Any]:
@@ -67,23 +63,9 @@ def load_checkpoint(path: str) -> dict:
         raise ValueError(f'{path}: not a ricea checkpoint, or one written '
                          'before format version 2; retrain with ricea train '
                          '(ricea-pyg >= 0.2)')
-    if state['format_version'] == 2:
-        state = _from_version_2(state)
     if state['format_version'] != FORMAT_VERSION:
         raise ValueError(f'{path}: checkpoint format version '
                          f'{state["format_version"]}, this ricea-pyg reads '
                          f'{FORMAT_VERSION}; use the ricea-pyg that wrote '
                          'it, or retrain')
     return state
-
-
-def _from_version_2(state: dict) -> dict:
-    """A version-2 checkpoint as version 3: its config's ``label_channels``
-    left to the default (None) is pinned to what that default gave then,
-    which its ``modalities`` record (seed labels only for structure-only
-    models)."""
-    config = state.get('config')
-    if isinstance(config, dict) and config.get('label_channels', 0) is None:
-        had = LABELS in (state.get('modalities') or ())
-        config = {**config, 'label_channels': LABEL_CHANNELS if had else 0}
-    return {**state, 'config': config, 'format_version': 3}

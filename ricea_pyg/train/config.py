@@ -91,9 +91,11 @@ class TrainConfig:
     impute_missing: bool = True
     # LightEA's seed-label propagation (nn.SeedLabelPropagation) as one more
     # modality, 'labels' (8192 wide), from random labels of this width;
-    # 0 = off. None: on (1024) for a model with 'graph' below SAMPLED_FROM
-    # entities per KG, else off; with names too, as they carry a model whose
-    # names are scarce or wrong (docs/robustness.md).
+    # 0 = off. None: on (1024)
+    # for a structure-only model ('graph' and no 'name') below SAMPLED_FROM
+    # entities per KG, else off. With names they are an opt-in that pays
+    # where names are scarce or wrong, for 3 GiB more peak memory on DBP15K
+    # (docs/pipeline.md).
     label_channels: Optional[int] = None
     # 'fused': the labels are one more fused modality (a learnt map to d);
     # 'beside': scored beside the fusion, [sqrt(1 - g) h ; sqrt(g) l]
@@ -116,6 +118,9 @@ class TrainConfig:
     # with the selected model, so that the score leans away from names
     # that are scarce, noisy or wrong (docs/robustness.md). Needs a fusion
     # whose output is the modality blocks side by side (not mode='sum').
+    # The default list becomes 1 from SAMPLED_FROM entities per KG on
+    # (each choice costs a validation search) and where nothing can be
+    # weighed.
     name_weight: Union[float, List[float]] = field(
         default_factory=lambda: list(NAME_WEIGHTS))
     # loss

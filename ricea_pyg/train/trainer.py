@@ -67,8 +67,9 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
         sizes = (inputs['source'].num_nodes, inputs['target'].num_nodes)
         mods = config.modalities or list(inputs.modalities)
     if config.label_channels is None:
+        structure_only = 'graph' in mods and 'name' not in mods
         config = dataclasses.replace(config, label_channels=(
-            LABEL_CHANNELS if 'graph' in mods and max(sizes) < SAMPLED_FROM
+            LABEL_CHANNELS if structure_only and max(sizes) < SAMPLED_FROM
             else 0))
     # (what needs the seed labels, the other fix) for each option that does
     needs = [(what, fix) for on, what, fix in (
@@ -87,8 +88,12 @@ def resolve_config(inputs, config: TrainConfig) -> TrainConfig:
         mods = list(mods) + [LABELS]
     named = [m for m in NAME_MODALITIES if m in mods]
     summed = config.fusion_kwargs.get('mode', 'concat') != 'concat'
-    if (not named or summed) and config.name_weights != [1.0]:
-        if config.name_weights != list(NAME_WEIGHTS):  # asked for
+    default_names = config.name_weights == list(NAME_WEIGHTS)
+    if default_names and max(sizes) >= SAMPLED_FROM:
+        # Each choice is one more (approximate) validation search there.
+        config = dataclasses.replace(config, name_weight=1.0)
+    elif (not named or summed) and config.name_weights != [1.0]:
+        if not default_names:  # asked for
             why = ("the fusion adds the modalities up (mode='sum'), so "
                    'their blocks cannot be weighed' if named else
                    f'this model has no name modality '

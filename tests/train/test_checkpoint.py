@@ -64,21 +64,3 @@ def test_rng_state_roundtrip_through_a_weights_only_file(tmp_path):
     set_rng_state(load_checkpoint(path)['rng'])
     assert (random.random(), np.random.rand(), torch.rand(1).item(),
             random.gauss(0, 1)) == expected
-
-
-def test_version_2_keeps_the_seed_labels_it_trained_with(tmp_path):
-    # Version 2 resolved label_channels=None to seed labels for structure-only
-    # models only; version 3 gives them to models with names too.
-    for modalities, expected in ((['graph', 'rel', 'name'], 0),
-                                 (['graph', 'rel', 'labels'], 1024)):
-        path = str(tmp_path / f'v2_{expected}.pt')
-        atomic_save({'format_version': 2, 'modalities': modalities,
-                     'config': {'label_channels': None, 'seed': 3}}, path)
-        state = load_checkpoint(path)
-        assert state['format_version'] == FORMAT_VERSION == 3
-        assert state['config'] == {'label_channels': expected, 'seed': 3}
-    # A value that was set stays.
-    path = str(tmp_path / 'v2_set.pt')
-    atomic_save({'format_version': 2, 'modalities': ['graph', 'name'],
-                 'config': {'label_channels': 256}}, path)
-    assert load_checkpoint(path)['config'] == {'label_channels': 256}

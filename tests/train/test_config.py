@@ -95,13 +95,7 @@ def test_labels_beside_need_labels():
     from ricea_pyg.train import resolve_config
     data = synthetic_pair(60, seed=0)
     with pytest.raises(ConfigError, match="label_mode='beside'.*none"):
-        resolve_config(data, TrainConfig(label_mode='beside',
-                                         label_channels=0))
-    with pytest.raises(ConfigError, match="label_mode='beside'.*none"):
-        resolve_config(data, TrainConfig(  # no graph: no seed labels
-            label_mode='beside', modalities=['rel', 'name']))
-    assert resolve_config(data, TrainConfig(
-        label_mode='beside')).label_channels == 1024  # names too
+        resolve_config(data, TrainConfig(label_mode='beside'))  # names
     resolved = resolve_config(data, TrainConfig(
         label_mode='beside', modalities=['graph', 'rel']))
     assert resolved.label_channels == 1024

@@ -516,12 +516,22 @@ def test_name_weight_is_chosen_on_validation_with_label_weight(data,
     assert again.model.score_weights == last['score_weights']
 
 
-def test_name_weight_needs_names_and_blocks(data):
+def test_name_weight_needs_names_and_blocks(data, monkeypatch):
     from ricea_pyg.train import resolve_config
+    from ricea_pyg.train import trainer as trainer_module
+    assert resolve_config(data, small_config()).name_weight == [
+        1.0, 0.5, 0.25, 0.1]
     # The default choices fall back to 1 where nothing can be weighed ...
     for kw in (dict(modalities=['graph', 'rel']),
                dict(fusion='global', fusion_kwargs={'mode': 'sum'})):
         assert resolve_config(data, small_config(**kw)).name_weight == 1.0
+    # ... and on large graphs, where each choice is a validation search;
+    # a list asked for stays.
+    monkeypatch.setattr(trainer_module, 'SAMPLED_FROM', 100)
+    assert resolve_config(data, small_config()).name_weight == 1.0
+    assert resolve_config(data, small_config(
+        name_weight=[1.0, 0.3])).name_weight == [1.0, 0.3]
+    monkeypatch.undo()
     # ... choices asked for are refused.
     with pytest.raises(ConfigError, match='no name modality'):
         resolve_config(data, small_config(modalities=['graph', 'rel'],
@@ -666,12 +676,10 @@ def test_structure_only_inputs_get_seed_labels(data):
     t = Trainer(data, config, log=quiet)
     assert t.config.label_channels == 1024
     assert t.model.modalities == ['graph', 'rel', 'labels']
-    # With names too; switched off, or without a graph, there is none.
-    assert model_inputs(data, small_config()).modalities[-1] == 'labels'
+    # With names, or switched off, there is no labels modality.
+    assert 'labels' not in model_inputs(data, small_config()).modalities
     assert 'labels' not in model_inputs(data, small_config(
         modalities=['graph', 'rel'], label_channels=0)).modalities
-    assert 'labels' not in model_inputs(data, small_config(
-        modalities=['rel', 'name'])).modalities
     with pytest.raises(ConfigError, match='label_channels'):
         TrainConfig(label_channels=-1)
 
@@ -736,7 +744,7 @@ def test_propagation_imputes_missing_rows_from_neighbours():
     assert torch.equal(dirty.mask, inputs.mask)
     kept = model_inputs(data, small_config(propagate=['name'],
                                            impute_missing=False))
-    assert torch.equal(kept.mask[:, :len(raw.modalities)], raw.mask)
+    assert torch.equal(kept.mask, raw.mask)
     assert TrainConfig.from_checkpoint(
         {'propagate': ['name']}).impute_missing is False
 
@@ -808,13 +816,12 @@ def test_label_rounds_need_seed_labels(data):
                                    label_channels=0, label_rounds=1),
                 log=quiet)
     with pytest.raises(ConfigError, match='label_rounds=1 bootstraps'):
-        Trainer(data, small_config(modalities=['rel', 'name'],  # no graph
-                                   label_rounds=1), log=quiet)
+        Trainer(data, small_config(label_rounds=1), log=quiet)  # names
     with pytest.raises(ConfigError, match="label_mode='beside' scores .* and "
                        "label_rounds=1 bootstraps .*or label_mode='fused' and "
                        'label_rounds=0'):
-        Trainer(data, small_config(label_mode='beside', label_rounds=1,
-                                   label_channels=0), log=quiet)
+        Trainer(data, small_config(label_mode='beside', label_rounds=1),
+                log=quiet)
     with pytest.raises(ConfigError, match='label_rounds must be'):
         small_config(label_rounds=-1)
 

@@ -808,7 +808,8 @@ class Trainer:
         extra = {'name_weight': s} if len(names) > 1 else {}
         if g is not None:
             self.model.beside_weight = g
-            extra['label_weight'] = g
+            if len(labels) > 1:
+                extra['label_weight'] = g
         return {**val, **extra}
 
     def _load_best(self) -> None:

@@ -268,6 +268,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                            help='share of the score of the seed labels '
                            'beside the fusion; several values: chosen on '
                            'validation')
+        elif f.name == 'name_weight':
+            g.add_argument(flag, dest=f.name, type=float, nargs='+',
+                           default=None, metavar='S',
+                           help='weight of the name modalities in the '
+                           'score; several values: chosen on validation '
+                           '(default: 1 0.5 0.25 0.1)')
         elif f.name in ('channels', 'batch_size', 'eval_queries',
                         'label_channels'):  # by size
             g.add_argument(flag, dest=f.name, type=int, default=None)
@@ -292,7 +298,7 @@ def _config(args) -> TrainConfig:
             except ValueError:
                 raise ConfigError(f'--fanouts: comma-separated integers, '
                                   f'e.g. 10,5 (got {value!r})') from None
-        elif name == 'label_weight' and len(value) == 1:
+        elif name in ('label_weight', 'name_weight') and len(value) == 1:
             value = value[0]
         elif name in ('fusion_kwargs', 'iter_threshold'):
             try:

@@ -229,3 +229,12 @@ def test_recipe_is_the_base_of_the_flags(tmp_path):
     cfg.write_text('{}')
     assert main(['train', *SYN, '--recipe', 'structure-only', '--config',
                  str(cfg), '--out', str(tmp_path / 'other')]) == 2
+
+
+@pytest.mark.parametrize('weights,expected', [(['0.5'], 0.5),
+                                              (['1', '0.2'], [1.0, 0.2])])
+def test_name_weight_flag(weights, expected):
+    from ricea_pyg.cli import _config, build_parser
+    args = build_parser().parse_args(['train', *SYN, '--name-weight',
+                                      *weights, '--out', 'unused'])
+    assert _config(args).name_weight == expected

@@ -242,6 +242,16 @@ def _check_files(spec: Dict[str, Any], saved: Dict[str, Any],
 
 
 # -- config flags ------------------------------------------------------------
+#: Score weights that take one value or several to choose from on
+#: validation: (metavar, what the value is).
+_SCORE_WEIGHTS = {
+    'label_weight': ('G', 'share of the score of the seed labels beside '
+                          'the fusion'),
+    'name_weight': ('S', 'weight of the name modalities in the score '
+                         '(default: 1 0.5 0.25 0.1)'),
+}
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group('training (override --config)')
     for f in dataclasses.fields(TrainConfig):
@@ -262,18 +272,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                            help="comma-separated modalities whose features "
                            "are propagated over the triples, e.g. name,char;"
                            " '' for none")
-        elif f.name == 'label_weight':
+        elif f.name in _SCORE_WEIGHTS:
+            metavar, what = _SCORE_WEIGHTS[f.name]
             g.add_argument(flag, dest=f.name, type=float, nargs='+',
-                           default=None, metavar='G',
-                           help='share of the score of the seed labels '
-                           'beside the fusion; several values: chosen on '
+                           default=None, metavar=metavar,
+                           help=f'{what}; several values: chosen on '
                            'validation')
-        elif f.name == 'name_weight':
-            g.add_argument(flag, dest=f.name, type=float, nargs='+',
-                           default=None, metavar='S',
-                           help='weight of the name modalities in the '
-                           'score; several values: chosen on validation '
-                           '(default: 1 0.5 0.25 0.1)')
         elif f.name in ('channels', 'batch_size', 'eval_queries',
                         'label_channels'):  # by size
             g.add_argument(flag, dest=f.name, type=int, default=None)
@@ -298,7 +302,7 @@ def _config(args) -> TrainConfig:
             except ValueError:
                 raise ConfigError(f'--fanouts: comma-separated integers, '
                                   f'e.g. 10,5 (got {value!r})') from None
-        elif name in ('label_weight', 'name_weight') and len(value) == 1:
+        elif name in _SCORE_WEIGHTS and len(value) == 1:
             value = value[0]
         elif name in ('fusion_kwargs', 'iter_threshold'):
             try:

@@ -50,6 +50,11 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _choices(value) -> list:
+    """A setting that is one value or a list to choose from, as a list."""
+    return list(value) if isinstance(value, list) else [value]
+
+
 class ConfigError(ValueError):
     """A bad configuration file or value (the CLI exits with code 2)."""
 
@@ -241,15 +246,13 @@ class TrainConfig:
     def label_weights(self) -> List[float]:
         """The values of g that :attr:`label_weight` names (the first
         until validation has chosen one)."""
-        g = self.label_weight
-        return list(g) if isinstance(g, list) else [g]
+        return _choices(self.label_weight)
 
     @property
     def name_weights(self) -> List[float]:
         """The values that :attr:`name_weight` names (the first until
         validation has chosen one)."""
-        s = self.name_weight
-        return list(s) if isinstance(s, list) else [s]
+        return _choices(self.name_weight)
 
     def validate(self) -> None:
         positive = ['epochs', 'eval_every',

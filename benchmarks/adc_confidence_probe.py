@@ -2,9 +2,10 @@
 
     python benchmarks/adc_confidence_probe.py [--treatment noise] [--keep 0.6]
 
-Trains RICEA (the ADC fusion, method defaults) on DBP15K zh_en with names,
-after ``CorruptModalities`` has treated the name and char modalities of a
-share ``1 - keep`` of the entities, and prints after each epoch, for the
+Trains RICEA (the ADC fusion as the method specifies it, T = 1) on DBP15K
+zh_en with names, after ``CorruptModalities`` has treated the name and char
+modalities of a share ``1 - keep`` of the entities, and prints after each
+epoch, for the
 name modality: the mean confidence ``c``, weight ``w`` and uncertainty
 ``u`` of clean and of corrupted entities, the spread of ``c``, and the mean
 TCP target ``p`` (the in-batch true-class probability) of the first 512
@@ -34,7 +35,7 @@ p.add_argument('--lambda-uncertainty', type=float, default=0.0,
                help='TrainConfig.lambda_uncertainty (0: the method)')
 p.add_argument('--fusion-kwargs', type=json.loads, default={},
                help='ADCFusion arguments as JSON, e.g. \'{"scoring": '
-               '"pair_mean"}\' (default: the method)')
+               '"pair_mean"}\', over the method\'s {"temperature": 1.0}')
 args = p.parse_args()
 
 data = DBP15K(args.root, 'zh_en', modalities=['graph', 'rel', 'name', 'char'],
@@ -42,7 +43,8 @@ data = DBP15K(args.root, 'zh_en', modalities=['graph', 'rel', 'name', 'char'],
 data = CorruptModalities(['name', 'char'], keep_ratio=args.keep,
                          treatment=args.treatment, seed=0)(data)
 trainer = Trainer(data, TrainConfig(fusion='adc',
-                                    fusion_kwargs=args.fusion_kwargs,
+                                    fusion_kwargs={'temperature': 1.0,
+                                                   **args.fusion_kwargs},
                                     epochs=args.epochs,
                                     batch_size=args.batch_size,
                                     eval_every=10**6, progress=False,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from alignment_accuracy import parse_fusion  # noqa: E402
 from common import machine  # noqa: E402
 
 from ricea_pyg.data import CorruptModalities  # noqa: E402
@@ -63,7 +64,9 @@ def main():
     p.add_argument('--treatment', default='wrong',
                    choices=('missing', 'noise', 'wrong'))
     p.add_argument('--keep', type=float, default=0.6)
-    p.add_argument('--fusion', default='concat')
+    p.add_argument('--fusion', default='concat',
+                   help='a fusion name, or name:JSON arguments, e.g. '
+                   '\'adc:{"temperature": 1.0}\' (the method)')
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--results', default=os.path.join(
@@ -76,8 +79,10 @@ def main():
     data = CorruptModalities(list(CORRUPTED), args.keep, args.treatment,
                              seed=args.seed)(data)
     start = time.perf_counter()
-    trainer = Trainer(data, TrainConfig(fusion=args.fusion, epochs=args.epochs,
-                                        seed=args.seed, progress=False),
+    name, kwargs = parse_fusion(args.fusion)
+    trainer = Trainer(data, TrainConfig(fusion=name, fusion_kwargs=kwargs,
+                                        epochs=args.epochs, seed=args.seed,
+                                        progress=False),
                       log=lambda s: None)
     trained = trainer.fit()['test']
     with torch.no_grad():
@@ -95,8 +100,7 @@ def main():
                                    trainer.config.csls_k),
                 'oracle': rescore(x, mask, (mask & ~corrupted).float(), ns,
                                   pairs, trainer.config.csls_k)}
-        if out.weights is not None and args.fusion not in ('concat',
-                                                           'global'):
+        if out.weights is not None and name not in ('concat', 'global'):
             rows['model'] = rescore(x, mask, out.weights.float(), ns, pairs,
                                     trainer.config.csls_k)
     result = {'pair': args.pair, 'treatment': args.treatment,

@@ -12,8 +12,30 @@ import torch
 
 __all__ = ['FORMAT_VERSION', 'load_checkpoint', 'rng_state', 'set_rng_state']
 
-#: Bumped when the layout of a checkpoint changes.
-FORMAT_VERSION = 2
+#: Bumped when the layout of a checkpoint, or what its config means,
+#: changes; :func:`load_checkpoint` migrates the versions in
+#: :data:`_MIGRATIONS`.
+FORMAT_VERSION = 3
+
+
+def _pin_adc_temperature(state: dict) -> None:
+    # Version 3 changed ADCFusion's default temperature from the method's
+    # 1.0 to 4.0: a version-2 config that names ADC without one trained
+    # with 1.0, and must keep scoring with it.
+    from ricea_pyg.nn.fusion import ADCFusion, fusion_classes_named
+    config = state.get('config')
+    if not isinstance(config, dict) or not isinstance(
+            config.get('fusion'), str):
+        return
+    if ADCFusion not in fusion_classes_named(config['fusion']):
+        return
+    kwargs = config.get('fusion_kwargs') or {}
+    if isinstance(kwargs, dict) and 'temperature' not in kwargs:
+        config['fusion_kwargs'] = {**kwargs, 'temperature': 1.0}
+
+
+#: version -> the step that makes it the next version.
+_MIGRATIONS = {2: _pin_adc_temperature}
 
 
 def rng_state() -> Dict[str, Any]:
@@ -63,9 +85,14 @@ def load_checkpoint(path: str) -> dict:
         raise ValueError(f'{path}: not a ricea checkpoint, or one written '
                          'before format version 2; retrain with ricea train '
                          '(ricea-pyg >= 0.2)')
-    if state['format_version'] != FORMAT_VERSION:
+    version = state['format_version']
+    while version in _MIGRATIONS:
+        _MIGRATIONS[version](state)
+        version += 1
+    if version != FORMAT_VERSION:
         raise ValueError(f'{path}: checkpoint format version '
                          f'{state["format_version"]}, this ricea-pyg reads '
-                         f'{FORMAT_VERSION}; use the ricea-pyg that wrote '
-                         'it, or retrain')
+                         f'{min(_MIGRATIONS)} to {FORMAT_VERSION}; use the '
+                         'ricea-pyg that wrote it, or retrain')
+    state['format_version'] = version
     return state

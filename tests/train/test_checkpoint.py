@@ -13,6 +13,7 @@ from ricea_pyg.train.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from ricea_pyg.train.config import TrainConfig
 
 
 def test_load_errors(tmp_path):
@@ -30,6 +31,38 @@ def test_load_errors(tmp_path):
     atomic_save({'format_version': FORMAT_VERSION + 1}, future)
     with pytest.raises(ValueError, match='format version'):
         load_checkpoint(future)
+
+
+@pytest.mark.parametrize('fusion, kwargs, temperature', [
+    ('adc', {}, 1.0),  # trained with the method's default, pinned
+    ('RICEA', {'mode': 'sum'}, 1.0),  # any alias, other options kept
+    ('adc', {'temperature': 4.0}, 4.0),  # named: kept
+    ('concat', {}, None),  # no temperature to pin
+])
+def test_version_2_checkpoints_keep_adc_temperature_1(tmp_path, fusion,
+                                                      kwargs, temperature):
+    path = str(tmp_path / 'v2.pt')
+    atomic_save({'format_version': 2, 'config': {
+        'fusion': fusion, 'fusion_kwargs': dict(kwargs)}}, path)
+    state = load_checkpoint(path)
+    assert state['format_version'] == FORMAT_VERSION == 3
+    got = state['config']['fusion_kwargs']
+    assert got.get('temperature') == temperature
+    assert {k: v for k, v in got.items() if k != 'temperature'} == {
+        k: v for k, v in kwargs.items() if k != 'temperature'}
+    config = TrainConfig.from_checkpoint(state['config'])
+    assert config.fusion_kwargs.get('temperature') == temperature
+    # A current checkpoint means the current default.
+    atomic_save({'format_version': FORMAT_VERSION, 'config': {
+        'fusion': fusion, 'fusion_kwargs': dict(kwargs)}}, path)
+    assert load_checkpoint(path)['config']['fusion_kwargs'] == kwargs
+
+
+def test_version_1_is_refused_with_the_versions_read(tmp_path):
+    path = str(tmp_path / 'v1.pt')
+    atomic_save({'format_version': 1}, path)
+    with pytest.raises(ValueError, match='reads 2 to 3'):
+        load_checkpoint(path)
 
 
 class _Evil:

@@ -48,7 +48,7 @@ ALL = list(CASES)
 # A value other than the default for every constructor option of the
 # fusions and their parts (a new option must be added here).
 NON_DEFAULT = dict(mode='sum', uncertainty='col', calibration='pdf_remnant',
-                   calibrate_in_train=False, temperature=4,
+                   calibrate_in_train=False, temperature=1.0,
                    weights_grad=True, detach_belief=False,
                    shared_confidence=True, num_layers=2, heads=2, ffn=True,
                    dropout=0.1, eps=1e-4, ffn_channels=5, shared=True,
@@ -114,9 +114,10 @@ def test_repr_shows_every_option_that_differs_from_its_default(cls):
 
 
 def test_adc_repr_shows_temperature_and_several_options():
-    assert repr(make(ADCFusion, temperature=4)) == (
-        'ADCFusion(4, 8, temperature=4)')
-    assert repr(make(ADCFusion, temperature=1)) == 'ADCFusion(4, 8)'
+    # The method's T = 1 is not the default (4).
+    assert repr(make(ADCFusion, temperature=1)) == (
+        'ADCFusion(4, 8, temperature=1)')
+    assert repr(make(ADCFusion, temperature=4)) == 'ADCFusion(4, 8)'
     f = make(ADCFusion, heads=2, uncertainty='col', mode='sum')
     assert repr(f) == "ADCFusion(4, 8, uncertainty='col', mode='sum', heads=2)"
 
@@ -401,7 +402,9 @@ def test_adcfusion_specific():
     assert torch.allclose(step.fused, fused) and torch.equal(step.weights, w)
     # w = softmax(b * RC / T) over present modalities.
     e = step.extras
-    expected = (e['belief'] * e['rc']).masked_fill(~mask, float('-inf'))
+    assert f.temperature == 4.0  # the default (the method's is 1)
+    expected = (e['belief'] * e['rc'] / 4.0).masked_fill(~mask,
+                                                         float('-inf'))
     rows = mask.any(-1)
     assert torch.allclose(w[rows], expected[rows].softmax(-1), atol=1e-6)
 

@@ -104,6 +104,34 @@ def test_explain_writes_csv_and_plots(adc_run, tmp_path):
     assert 'u_graph' in rows[0]
 
 
+def test_version_2_adc_checkpoint_keeps_temperature_1(adc_run, tmp_path):
+    # Saved before T = 4 became ADCFusion's default, it trained with T = 1:
+    # the same logits b * RC over a 4 times smaller T.
+    from ricea_pyg.io import atomic_save
+    state = torch.load(os.path.join(adc_run, 'best.pt'), weights_only=True)
+    assert state['format_version'] == 3
+    assert 'temperature' not in state['config']['fusion_kwargs']
+    atomic_save({**state, 'format_version': 2},
+                os.path.join(adc_run, 'best_v2.pt'))
+
+    def log_weights(name, folder):
+        assert main(['explain', os.path.join(adc_run, name), '--out',
+                     str(tmp_path / folder)]) == 0
+        with open(tmp_path / folder / 'modality_weights.csv') as f:
+            rows = list(csv.DictReader(f))
+        w = torch.tensor([[float(v) for k, v in r.items()
+                           if k.startswith('w_')] for r in rows],
+                         dtype=torch.float64)
+        present = w > 0  # centred over the present modalities
+        logw = w.clamp_min(1e-300).log() * present
+        mean = logw.sum(1, keepdim=True) / present.sum(1, keepdim=True)
+        return (logw - mean) * present
+
+    now, old = log_weights('best.pt', 'now'), log_weights('best_v2.pt', 'old')
+    assert torch.allclose(old, 4 * now, atol=1e-3)
+    assert not torch.allclose(old, now, atol=1e-2)
+
+
 def test_explain_without_uncertainty_writes_weights_only(run, tmp_path):
     # The default fusion (concat) has weights but no uncertainty.
     with open(os.path.join(run, 'metrics.json')) as f:

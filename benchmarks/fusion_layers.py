@@ -11,7 +11,10 @@ layer that trains: ``features='z'``, and the backward also runs through
 ``auxiliary_loss`` (TCP on the confidence, the uncertainty loss through the
 attention) against random per-modality targets; ``adc+aux, g d/4`` is the
 same with the confidence network's hidden sizes ``[d // 4]`` instead of the
-method's ``[2d, d]`` (``confidence_hidden``); ``adc+aux, x`` keeps the
+method's ``[2d, d]`` (``confidence_hidden``), and ``adc+aux, g 1`` with
+``[1]``, which all but removes it: the floor that the transformer alone
+sets (its value and output projections back-propagate, which
+MEAformerFusion's fused output never reaches); ``adc+aux, x`` keeps the
 method's ``features='x'`` (what RICEA trains: the fused output is built
 from the inputs with constant weights, and only the auxiliary losses reach
 the confidence network and the attention). Ends with the ADCFusion /
@@ -34,7 +37,8 @@ from ricea_pyg.nn import FUSIONS  # noqa: E402
 AUX = 'adc+aux'
 AUX_NARROW = 'adc+aux, g d/4'
 AUX_X = 'adc+aux, x'
-AUXES = (AUX, AUX_NARROW, AUX_X)
+AUX_FLOOR = 'adc+aux, g 1'
+AUXES = (AUX, AUX_NARROW, AUX_X, AUX_FLOOR)
 
 
 def bench(name, n, m, d, device, compiled, repeats):
@@ -44,6 +48,8 @@ def bench(name, n, m, d, device, compiled, repeats):
         kwargs['channels'] = d
     if name == AUX_NARROW:
         kwargs['confidence_hidden'] = [d // 4]
+    if name == AUX_FLOOR:
+        kwargs['confidence_hidden'] = [1]
     if name in AUXES:
         fusion = FUSIONS['adc'](features='x' if name == AUX_X else 'z',
                                 **kwargs).to(device)

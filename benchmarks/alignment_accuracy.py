@@ -257,7 +257,10 @@ def render(results, path, command):
         'found every `iter_every` epochs and those that persist are added '
         'to the training pairs every `iter_add_every` epochs; the epochs '
         'column counts both stages. `adc` is '
-        'RICEA; `global` is the EVA-style fusion. Where there are several '
+        'RICEA with `ADCFusion`\'s default temperature T = 4 (since '
+        '2026-12-07); `adc:{"temperature": 1.0}` is the method as '
+        'specified, the default before. `global` is the EVA-style fusion. '
+        'Where there are several '
         'seeds the cell is mean ± std (seeds listed).', '',
         '| pair | setting | fusion | seeds | epochs | Hits@1 | Hits@1 '
         '(one-to-one) | Hits@10 | MRR | Hits@1 (cosine) | pairs added '

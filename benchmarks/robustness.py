@@ -344,7 +344,9 @@ def render(results, args, path, plot_path):
         'score is chosen on validation only where the column gives '
         '`name_weight` a list (the default `TrainConfig` does since '
         '2026-12-07; the other columns score names at 1, as it did '
-        'before).', '',
+        'before). `adc` is `ADCFusion` with its default temperature T = 4 '
+        '(since 2026-12-07); `adc:{"temperature": 1.0}` is the method as '
+        'specified, the default before.', '',
         f'Training: `Trainer` with the default `TrainConfig` except the '
         f'fusion, the seed and a fixed **{epochs} epoch'
         f'{"s" if epochs != 1 else ""}**; model selected on '

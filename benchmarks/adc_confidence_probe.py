@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from ricea_pyg.data import CorruptModalities
+from ricea_pyg.data import CorruptModalities, corrupted_flags
 from ricea_pyg.datasets import DBP15K
 from ricea_pyg.loss import tcp_target
 from ricea_pyg.metrics import auroc
@@ -50,8 +50,7 @@ trainer = Trainer(data, TrainConfig(fusion='adc',
                                     eval_every=10**6, progress=False,
                                     lambda_uncertainty=args.lambda_uncertainty),
                   log=lambda s: None)
-flags = torch.cat([data['source'].corrupted_name,
-                   data['target'].corrupted_name])
+flags = corrupted_flags(data, 'name')
 name = trainer.inputs.modalities.index('name')
 
 

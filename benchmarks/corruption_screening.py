@@ -41,7 +41,11 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
 
-from ricea_pyg.data import CorruptModalities, PairInputs  # noqa: E402
+from ricea_pyg.data import (  # noqa: E402
+    CorruptModalities,
+    PairInputs,
+    corrupted_flags,
+)
 from ricea_pyg.data.schema import ALIGN  # noqa: E402
 from ricea_pyg.datasets import DBP15K  # noqa: E402
 from ricea_pyg.metrics import auroc, evaluate_embeddings  # noqa: E402
@@ -115,8 +119,7 @@ def main():
     detection, screening = {}, {}
     for m in CORRUPTED:
         present = inputs.mask[:, inputs.modalities.index(m)]
-        flags = torch.cat([data['source'][f'corrupted_{m}'],
-                           data['target'][f'corrupted_{m}']]).bool()
+        flags = corrupted_flags(data, m)
         scores = suspicion(inputs.features[m], present, graph,
                            args.components)
         detection[m] = {k: auroc(s[present], flags[present])
@@ -145,9 +148,7 @@ def main():
               'keep': args.keep, 'seed': args.seed,
               'components': args.components, 'detection_auroc': detection,
               'names_only_screening': screening,
-              'corrupted_names': int(torch.cat(
-                  [data['source'].corrupted_name,
-                   data['target'].corrupted_name]).sum()),
+              'corrupted_names': int(corrupted_flags(data, 'name').sum()),
               'wall_s': time.perf_counter() - start, 'machine': machine(),
               'date': time.strftime('%Y-%m-%d'),
               'command': 'python benchmarks/corruption_screening.py ' +

@@ -54,7 +54,11 @@ from alignment_accuracy import (  # noqa: E402
 )
 from common import machine  # noqa: E402
 
-from ricea_pyg.data import CorruptModalities, DropTriples  # noqa: E402
+from ricea_pyg.data import (  # noqa: E402
+    CorruptModalities,
+    DropTriples,
+    corrupted_flags,
+)
 from ricea_pyg.metrics import auroc as metrics_auroc  # noqa: E402
 from ricea_pyg.train import TrainConfig, Trainer  # noqa: E402
 
@@ -149,8 +153,7 @@ def uncertainty_aurocs(trainer, data):
         if m not in trainer.model.modalities or key not in data['source']:
             continue
         col = trainer.model.modalities.index(m)  # the output's columns
-        flags = torch.cat([data['source'][key], data['target'][key]]).to(
-            inputs.mask.device)
+        flags = corrupted_flags(data, m).to(inputs.mask.device)
         present = out.mask[:, col]
         assert flags.numel() == inputs.num_entities
         res['corrupted'][m] = int(flags.sum())

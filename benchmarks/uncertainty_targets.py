@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine  # noqa: E402
 
-from ricea_pyg.data import CorruptModalities  # noqa: E402
+from ricea_pyg.data import CorruptModalities, corrupted_flags  # noqa: E402
 from ricea_pyg.datasets import DBP15K  # noqa: E402
 from ricea_pyg.loss import tcp_target  # noqa: E402
 from ricea_pyg.metrics import auroc  # noqa: E402
@@ -53,11 +53,6 @@ from ricea_pyg.nn.fusion import distribution_uniformity  # noqa: E402
 from ricea_pyg.train import TrainConfig, Trainer  # noqa: E402
 
 TARGETS = ('oracle', 'tcp', 'replaced', 'swapped')
-
-
-def corrupted(data, m):
-    return torch.cat([data['source'][f'corrupted_{m}'],
-                      data['target'][f'corrupted_{m}']])
 
 
 def tcp_targets(trainer, x, gen):
@@ -116,7 +111,7 @@ def main():
     with torch.no_grad():
         out = model(inputs)
     x, mask, mods = out.x, out.mask, model.modalities
-    flags = {m: corrupted(data, m) for m in ('name', 'char')}
+    flags = {m: corrupted_flags(data, m) for m in ('name', 'char')}
     cols = {m: mods.index(m) for m in ('name', 'char')}
     hops = trainer.config.propagation_hops
     N, M = mask.shape

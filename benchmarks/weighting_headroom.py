@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from alignment_accuracy import parse_fusion  # noqa: E402
 from common import machine  # noqa: E402
 
-from ricea_pyg.data import CorruptModalities  # noqa: E402
+from ricea_pyg.data import CorruptModalities, corrupted_flags  # noqa: E402
 from ricea_pyg.datasets import DBP15K  # noqa: E402
 from ricea_pyg.metrics import evaluate_embeddings  # noqa: E402
 from ricea_pyg.nn.fusion import pair_mean_query_key  # noqa: E402
@@ -92,9 +92,7 @@ def main():
         mask = out.mask.bool()  # the model's (fused) columns
         corrupted = torch.zeros_like(mask)
         for m in CORRUPTED:
-            corrupted[:, mods.index(m)] = torch.cat(
-                [data['source'][f'corrupted_{m}'],
-                 data['target'][f'corrupted_{m}']])
+            corrupted[:, mods.index(m)] = corrupted_flags(data, m)
         ns, pairs = inputs.num_source, trainer.test_pairs
         rows = {'uniform': rescore(x, mask, mask.float(), ns, pairs,
                                    trainer.config.csls_k),

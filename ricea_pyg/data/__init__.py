@@ -27,7 +27,11 @@ from ricea_pyg.data.text import (
     TextEncoder,
     resolve_text_encoder,
 )
-from ricea_pyg.data.transforms import CorruptModalities, DropTriples
+from ricea_pyg.data.transforms import (
+    CorruptModalities,
+    DropTriples,
+    corrupted_flags,
+)
 
 __all__ = [
     'DataFormatError', 'MODALITIES', 'SIDES', 'ALIGN', 'feature_key',
@@ -37,4 +41,5 @@ __all__ = [
     'scale_pair', 'SCALE_PROFILE',
     'TextEncoder', 'SentenceTransformerEncoder', 'CallableEncoder',
     'resolve_text_encoder', 'CorruptModalities', 'DropTriples',
+    'corrupted_flags',
 ]

@@ -13,7 +13,7 @@ from torch_geometric.transforms import BaseTransform
 
 from ricea_pyg.data.schema import SIDES, feature_key, mask_key, relation_edge
 
-__all__ = ['CorruptModalities', 'DropTriples']
+__all__ = ['CorruptModalities', 'DropTriples', 'corrupted_flags']
 
 TREATMENTS = ('missing', 'noise', 'wrong')
 
@@ -71,6 +71,30 @@ def _present_modalities(data: HeteroData,
     return [m for m in order if m != 'graph' and has(m)]
 
 
+def corrupted_flags(data: HeteroData, modality: str,
+                    node_types: Sequence[str] = SIDES) -> Tensor:
+    """The ``corrupted_<modality>`` flags that :class:`CorruptModalities`
+    left on :obj:`data`, of every node type in turn: with the default
+    :obj:`node_types`, source entities first, then target, the order of
+    :class:`~ricea_pyg.data.PairInputs` and of the model's embeddings.
+
+    Args:
+        data (HeteroData): A pair that :class:`CorruptModalities` treated.
+        modality (str): The modality, e.g. ``'name'``.
+        node_types (list of str): (default: ``('source', 'target')``)
+
+    Shapes:
+        - **output:** bool ``[sum of the node types' entity counts]``
+    """
+    key = f'corrupted_{modality}'
+    missing = [t for t in node_types if key not in data[t]]
+    if missing:
+        raise ValueError(f'{key}: no such flags on node types {missing}; '
+                         f'apply CorruptModalities([{modality!r}], ...) to '
+                         'the data first')
+    return torch.cat([data[t][key].bool() for t in node_types])
+
+
 class CorruptModalities(BaseTransform):
     r"""Keeps modalities for a fraction of the entities and corrupts them
     for the others, as in UMAEA's missing-modality protocol ("Rethinking
@@ -100,7 +124,8 @@ class CorruptModalities(BaseTransform):
     counted as corrupted. The corrupted entities are recorded in
     ``data[node_type].corrupted_<m>`` (bool ``[N]``; combined with an
     existing flag by logical or, so transforms compose), so that a
-    benchmark can score how well a model's uncertainty flags them.
+    benchmark can score how well a model's uncertainty flags them;
+    :func:`corrupted_flags` gathers them in the model's entity order.
 
     The choice is deterministic in :obj:`seed` and independent per node type
     and modality (adding a modality to the list does not change the choice
@@ -123,13 +148,15 @@ class CorruptModalities(BaseTransform):
 
     .. code-block:: python
 
-        from ricea_pyg.data import CorruptModalities, synthetic_pair
+        from ricea_pyg.data import (CorruptModalities, corrupted_flags,
+                                    synthetic_pair)
 
         data = synthetic_pair(1000, seed=0)
         transform = CorruptModalities(['name', 'char'], keep_ratio=0.6,
                                       treatment='noise', seed=0)
         noisy = transform(data)
         noisy['source'].corrupted_name.float().mean()  # about 0.4
+        corrupted_flags(noisy, 'name')  # [2000]: source, then target
     """
 
     def __init__(self, modalities: Union[str, Sequence[str]],

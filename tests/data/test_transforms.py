@@ -8,6 +8,7 @@ from ricea_pyg.data import (
     CorruptModalities,
     DropTriples,
     PairInputs,
+    corrupted_flags,
     relation_edge,
     synthetic_pair,
 )
@@ -62,8 +63,19 @@ def test_missing_flips_exactly_the_corrupted_masks(data):
             assert out[t][f'x_{m}'][flag].abs().sum() == 0
     # The model-facing view sees the new masks.
     inputs = PairInputs.from_data(out, ['graph', 'name'])
-    flags = torch.cat([out[t].corrupted_name for t in SIDES])
+    flags = corrupted_flags(out, 'name')  # in the model's entity order
+    assert flags.dtype == torch.bool and flags.shape == (inputs.num_entities,)
     assert not inputs.mask[flags, 1].any()
+    # Every other present name is still there.
+    had = PairInputs.from_data(data, ['graph', 'name']).mask[:, 1]
+    assert torch.equal(inputs.mask[:, 1], had & ~flags)
+    assert torch.equal(corrupted_flags(out, 'name', ['target']),
+                       out['target'].corrupted_name)
+
+
+def test_corrupted_flags_need_the_transform(data):
+    with pytest.raises(ValueError, match=r"corrupted_rel.*CorruptModalities"):
+        corrupted_flags(data, 'rel')
 
 
 def test_noise_has_kept_statistics(data):

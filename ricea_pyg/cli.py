@@ -44,7 +44,12 @@ from ricea_pyg.io import atomic_write
 from ricea_pyg.metrics import CANDIDATE_PROTOCOLS
 from ricea_pyg.search.index import SCALE_NPROBE
 from ricea_pyg.train.checkpoint import load_checkpoint
-from ricea_pyg.train.config import RECIPES, ConfigError, TrainConfig
+from ricea_pyg.train.config import (
+    RECIPES,
+    ConfigError,
+    TrainConfig,
+    resume_conflicts,
+)
 
 #: Settings that None leaves to the graph's size (TrainConfig.resolve).
 SIZED = ('channels', 'batch_size', 'sampled', 'eval_queries', 'propagate',
@@ -383,9 +388,9 @@ def _check_out(args, config: TrainConfig) -> tuple:
                if k != 'progress' and not (v is None and k in SIZED)}
         was = {k: v for k, v in was.items() if k in now}
         if was != now:
-            diff = sorted(k for k in now if was.get(k) != now[k])
             raise CLIError(f'cannot resume: {last} was trained with '
-                           f'different settings ({diff}); use the same '
+                           f'different settings '
+                           f'({resume_conflicts(was, now)}); use the same '
                            'config or a new --out folder')
     return saved, moved
 

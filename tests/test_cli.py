@@ -132,6 +132,27 @@ def test_version_2_adc_checkpoint_keeps_temperature_1(adc_run, tmp_path):
     assert not torch.allclose(old, now, atol=1e-2)
 
 
+def test_resuming_a_version_2_adc_run_names_the_temperature(adc_run,
+                                                            tmp_path, capsys):
+    import shutil
+
+    from ricea_pyg.io import atomic_save
+    out = str(tmp_path / 'old_run')
+    shutil.copytree(adc_run, out)
+    if os.path.exists(os.path.join(out, '.lock')):
+        os.remove(os.path.join(out, '.lock'))
+    last = os.path.join(out, 'last.pt')
+    atomic_save({**torch.load(last, weights_only=True),
+                 'format_version': 2}, last)
+    argv = ['train', *SYN, *FAST, '--fusion', 'adc', '--resume', '--out',
+            out]
+    assert main(argv) == 2
+    assert ("fusion_kwargs: checkpoint {'temperature': 1.0}, now {}"
+            in capsys.readouterr().err)
+    # Naming the temperature it trained with resumes it.
+    assert main([*argv, '--fusion-kwargs', '{"temperature": 1.0}']) == 0
+
+
 def test_explain_without_uncertainty_writes_weights_only(run, tmp_path):
     # The default fusion (concat) has weights but no uncertainty.
     with open(os.path.join(run, 'metrics.json')) as f:

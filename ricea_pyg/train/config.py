@@ -55,6 +55,14 @@ def _choices(value) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
+def resume_conflicts(saved: Dict[str, Any], now: Dict[str, Any]) -> str:
+    """The settings of :obj:`now` that a checkpoint's :obj:`saved` config
+    does not share, as ``key: checkpoint X, now Y``, for a refusal to
+    resume."""
+    return '; '.join(f'{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}'
+                     for k in sorted(now) if saved.get(k) != now[k])
+
+
 class ConfigError(ValueError):
     """A bad configuration file or value (the CLI exits with code 2)."""
 

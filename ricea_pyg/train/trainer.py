@@ -44,6 +44,7 @@ from ricea_pyg.train.config import (
     SAMPLED_FROM,
     ConfigError,
     TrainConfig,
+    resume_conflicts,
 )
 from ricea_pyg.train.iterative import SelfTraining, unaligned_mutual_pairs
 from ricea_pyg.train.log import RunLog
@@ -639,9 +640,9 @@ class Trainer:
         now = {k: v for k, v in self.config.to_dict().items()
                if k != 'progress'}
         if saved != now:
-            diff = sorted(k for k in now if saved.get(k) != now[k])
             raise ValueError(f'cannot resume: the checkpoint was trained '
-                             f'with different settings ({diff}); use the '
+                             f'with different settings '
+                             f'({resume_conflicts(saved, now)}); use the '
                              'same config or a new --out folder')
         self.model.load_state_dict(state['model'])
         self.criterion.load_state_dict(state['criterion'])

@@ -107,7 +107,8 @@ def test_train_into_a_run_is_refused(copy, capsys):
      'split_seed 0'),
     (['--entities', '300'], "--entities 300 conflicts with the checkpoint's "
      'entities 200'),
-    (['--channels', '32'], "different settings (['channels'])"),
+    (['--channels', '32'], 'different settings (channels: checkpoint 16, '
+     'now 32)'),
 ])
 def test_refused_resume_leaves_run_json_unchanged(copy, flags, message,
                                                   capsys):

@@ -18,10 +18,12 @@ shared by the treatments. Structural sparsity is its own axis at R = 1.0:
 "no names" cell per fusion and seed trains the same model on graph + rel
 only. Training is the library's (Trainer, default TrainConfig, a fixed
 number of epochs, selection on validation, test once, CSLS k = 3); the
-corruption and the model share the run seed; the split is seed 0. Names
-count at weight 1 in the score unless the variant sets ``name_weight``
-(``'concat:{"name_weight": [1.0, 0.5, 0.25, 0.1]}'`` is what the default
-TrainConfig does since 2026-12-07, choosing on validation); models with
+corruption and the model share the run seed; the split is seed 0. The
+names' weight in the score is chosen on validation, as the default
+TrainConfig does since 2026-12-07; ``'concat:{"name_weight": 1.0}'`` scores
+them at 1, as every row measured before did (those rows are labelled so).
+Without names the name weight does not apply, so a variant that only sets
+it shares the "no names" cell of the variant without it. Models with
 names get seed labels only where the variant sets ``label_channels``, as
 in the default TrainConfig, and the "no names" cells get the default's.
 
@@ -95,10 +97,21 @@ def grid_cells(ratios, treatments, drops):
     return cells
 
 
+def cell_fusion(cell, spec):
+    """The variant a cell runs: without names, ``name_weight`` does not
+    apply (it resolves to 1), so the *no names* cell of a variant that sets
+    it is the variant without it, run once for both."""
+    if cell['kind'] != 'no names' or ':' not in spec:
+        return spec
+    name, kwargs = parse_fusion(spec)
+    kwargs.pop('name_weight', None)
+    return f'{name}:{json.dumps(kwargs)}' if kwargs else name
+
+
 def jobs_for(args):
     """(cell, fusion, seed) to run, in order."""
     cells = grid_cells(args.ratios, args.treatments, args.drops)
-    jobs = [(c, f, s) for s in args.seeds for c in cells
+    jobs = [(c, cell_fusion(c, f), s) for s in args.seeds for c in cells
             for f in args.fusions]
     for s in args.extra_seeds:
         if s in args.seeds:
@@ -107,8 +120,12 @@ def jobs_for(args):
             dict(kind='corrupt', treatment=t, keep_ratio=r)
             for t, r in SEEDED_CELLS
             if t in args.treatments and r in args.ratios]
-        jobs += [(c, f, s) for c in extra for f in args.fusions]
-    return jobs
+        jobs += [(c, cell_fusion(c, f), s) for c in extra
+                 for f in args.fusions]
+    unique = {}  # a no-names job that two variants share runs once
+    for c, f, s in jobs:
+        unique.setdefault((cell_name(c), f, s), (c, f, s))
+    return list(unique.values())
 
 
 def job_key(pair, cell, fusion, seed, epochs):
@@ -178,9 +195,6 @@ def run_cell(args, cell, fusion, seed, epochs):
     # Keys of a variant that are training settings (e.g.
     # "lambda_uncertainty") go to the config, the rest to the fusion.
     settings, kwargs = split_variant(kwargs)
-    # The grid's protocol predates the name weight chosen on validation
-    # (the default since 2026-12-07): a variant asks for it.
-    settings.setdefault('name_weight', 1.0)
     config = TrainConfig(
         **settings,
         fusion=name, fusion_kwargs=kwargs, seed=seed, epochs=epochs,
@@ -298,6 +312,16 @@ def render(results, args, path, plot_path):
         groups[(r['cell'], r['fusion'])].append(r)
     for v in groups.values():
         v.sort(key=lambda r: r['seed'])
+    shown = set()
+    for f in fusions:  # the no-names row a variant shares (cell_fusion)
+        shared = cell_fusion(dict(kind='no names'), f)
+        if ('no names', f) not in groups and ('no names', shared) in groups:
+            groups[('no names', f)] = groups[('no names', shared)]
+            shown.add(shared)
+    # A variant measured only without names, whose row another column
+    # shows, needs no column of its own.
+    fusions = [f for f in fusions if f in args.fusions or f not in shown or
+               any(c != 'no names' and g == f for c, g in groups)]
     expected = [(cell_name(c), f, s) for c, f, s in jobs_for(args)]
     have = {(r['cell'], r['fusion'], r['seed']) for r in rs}
     missing = [j for j in expected if j not in have]
@@ -344,10 +368,12 @@ def render(results, args, path, plot_path):
         'than the models with names, which get seed labels only where the '
         'column says `"label_channels": 1024` (an opt-in, as in the '
         'default `TrainConfig`). The weight of the name modalities in the '
-        'score is chosen on validation only where the column gives '
-        '`name_weight` a list (the default `TrainConfig` does since '
-        '2026-12-07; the other columns score names at 1, as it did '
-        'before). `adc` is `ADCFusion` with its default temperature T = 4 '
+        'score is chosen on validation from `[1.0, 0.5, 0.25, 0.1]`, as the '
+        'default `TrainConfig` does since 2026-12-07, except where the '
+        'column says `"name_weight": 1.0`: names scored at 1, as in every '
+        'row measured before (a *no names* cell has no names to weigh, so '
+        'such a column shows the *no names* row of the column without '
+        'it). `adc` is `ADCFusion` with its default temperature T = 4 '
         '(since 2026-12-07); `adc:{"temperature": 1.0}` is the method as '
         'specified, the default before.', '',
         f'Training: `Trainer` with the default `TrainConfig` except the '

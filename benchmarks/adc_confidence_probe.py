@@ -8,8 +8,10 @@ modalities of a share ``1 - keep`` of the entities, and prints after each
 epoch, for the
 name modality: the mean confidence ``c``, weight ``w`` and uncertainty
 ``u`` of clean and of corrupted entities, the spread of ``c``, and the mean
-TCP target ``p`` (the in-batch true-class probability) of the first 512
-training pairs, clean and corrupted. docs/fusion.md reads its output.
+and median TCP target ``p`` (the in-batch true-class probability) of the
+first 512 training pairs, clean and corrupted. ``--confidence-lr-scale``
+gives the confidence network its own learning rate (a multiple of the
+schedule's). docs/fusion.md reads its output.
 """
 import argparse
 import json
@@ -36,6 +38,8 @@ p.add_argument('--lambda-uncertainty', type=float, default=0.0,
 p.add_argument('--fusion-kwargs', type=json.loads, default={},
                help='ADCFusion arguments as JSON, e.g. \'{"scoring": '
                '"pair_mean"}\', over the method\'s {"temperature": 1.0}')
+p.add_argument('--confidence-lr-scale', type=float, default=1.0,
+               help='learning rate of the confidence network over the rest')
 args = p.parse_args()
 
 data = DBP15K(args.root, 'zh_en', modalities=['graph', 'rel', 'name', 'char'],
@@ -50,6 +54,14 @@ trainer = Trainer(data, TrainConfig(fusion='adc',
                                     eval_every=10**6, progress=False,
                                     lambda_uncertainty=args.lambda_uncertainty),
                   log=lambda s: None)
+if args.confidence_lr_scale != 1.0:
+    conf = {id(q) for q in trainer.model.fusion.interaction.confidence.parameters()}
+    rest = [q for q in trainer.params if id(q) not in conf]
+    trainer.optimizer = torch.optim.AdamW(
+        [{'params': rest},
+         {'params': [q for q in trainer.params if id(q) in conf],
+          'lr_scale': args.confidence_lr_scale}],
+        lr=trainer.config.lr, weight_decay=trainer.config.weight_decay)
 flags = corrupted_flags(data, 'name')
 name = trainer.inputs.modalities.index('name')
 
@@ -73,7 +85,8 @@ def report(tag):
           f'{u[~flags].mean():.4f} corrupted {u[flags].mean():.4f} (AUROC '
           f'{auroc(u[present], flags[present]):.3f}) | TCP '
           f'target clean {p_s[~f, name].mean():.4f} corrupted '
-          f'{p_s[f, name].mean():.4f}')
+          f'{p_s[f, name].mean():.4f} (medians '
+          f'{p_s[~f, name].median():.4f} / {p_s[f, name].median():.4f})')
 
 
 torch.manual_seed(0)

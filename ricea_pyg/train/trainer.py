@@ -428,7 +428,8 @@ class Trainer:
             lr = self.lr_at(self.epoch, (step + 0.5) / steps)
             for opt in self._optimizers():
                 for group in opt.param_groups:
-                    group['lr'] = lr
+                    # A group may carry its own multiple of the schedule.
+                    group['lr'] = lr * group.get('lr_scale', 1.0)
             batch = rows[:, perm[step * c.batch_size:(step + 1) *
                                  c.batch_size]]
             # This process's share of the batch (all of it on one process).

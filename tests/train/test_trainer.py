@@ -45,6 +45,21 @@ def test_schedule_warmup_then_cosine(data):
         math.pi * 0.5)))
 
 
+def test_schedule_honours_a_param_groups_lr_scale(data):
+    # A user's optimiser may give a group its own multiple of the schedule.
+    t = Trainer(data, small_config(epochs=1, warmup=0.0, fusion='adc'),
+                log=quiet)
+    fusion = {id(p) for p in t.model.fusion.parameters()}
+    groups = [{'params': [p for p in t.params if id(p) not in fusion]},
+              {'params': [p for p in t.params if id(p) in fusion],
+               'lr_scale': 10.0}]
+    t.optimizer = torch.optim.AdamW(groups, lr=t.config.lr)
+    t.train_epoch()
+    rest, scaled = t.optimizer.param_groups
+    assert rest['lr'] > 0
+    assert scaled['lr'] == pytest.approx(10 * rest['lr'])
+
+
 def test_selection_uses_validation_and_tests_once(data, tmp_path):
     calls = []
     scores = iter([0.2, 0.9, 0.4])  # the middle evaluation must win

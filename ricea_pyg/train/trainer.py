@@ -208,7 +208,7 @@ def seed_labels(inputs: PairInputs, seed_pairs: Tensor,
                                 config.propagation_hops)(
         inputs.rows(seed_pairs.to(inputs.edge_index.device)),
         _propagation_graph(inputs),
-        torch.Generator().manual_seed(config.seed)).to(PROPAGATED_DTYPE)
+        torch.Generator().manual_seed(config.seed), dtype=PROPAGATED_DTYPE)
 
 
 def build_model(inputs: PairInputs, config: TrainConfig) -> RICEA:

@@ -147,6 +147,43 @@ def test_seed_labels_match_dense_reference(hops, monkeypatch):
                            'head_channels=3)')
 
 
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_seed_labels_built_in_a_half_type_match_the_reference(dtype,
+                                                             monkeypatch):
+    # Built in place in the half type (no float32 copy of the output), over
+    # several blocks of heads: the reference rounded once, within a few
+    # units of the type's last place.
+    from ricea_pyg.nn import propagation
+    monkeypatch.setattr(propagation, '_BLOCK_COLUMNS', 6)
+    monkeypatch.setattr(propagation, '_BLOCK_ROWS', 4)
+    # Edge weights a million times larger leave the normalised output as it
+    # is, but overflow float16 unless each row is scaled before it is
+    # stored.
+    init = propagation._LabelViews.__init__
+
+    def large_weights(self, graph):
+        init(self, graph)
+        self.edge_relations = self.edge_relations * 1e6
+
+    monkeypatch.setattr(propagation._LabelViews, '__init__', large_weights)
+    ei, et, n = tiny_triples()
+    graph = PropagationGraph(ei, et, n, R)
+    seeds = torch.tensor([[0, 2], [3, 4]])
+    layer = SeedLabelPropagation(channels=8, hops=2, heads=5,
+                                 head_channels=3)
+    out = layer(seeds, graph, torch.Generator().manual_seed(3), dtype=dtype)
+    ref = lightea_reference(ei, et, n, seeds, 8, 2, 5, 3,
+                            torch.Generator().manual_seed(3))
+    assert out.dtype == dtype and out.shape == ref.shape
+    eps = torch.finfo(dtype).eps
+    assert ((out.float() - ref).abs() <= eps * ref.abs() + 1e-6).all()
+    nonzero = ref.norm(dim=1) > 0
+    assert torch.allclose(out.float().norm(dim=1)[nonzero],
+                          torch.ones(int(nonzero.sum())), atol=2 * eps)
+    with pytest.raises(ValueError, match='dtype'):
+        layer(seeds, graph, dtype=torch.int64)
+
+
 def test_seed_labels_find_counterparts_in_an_isomorphic_copy():
     # KG 2 is KG 1 with its entities permuted: every counterpart of an
     # unseeded entity gets exactly that entity's row.

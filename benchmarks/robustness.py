@@ -373,9 +373,13 @@ def render(results, args, path, plot_path):
         'column says `"name_weight": 1.0`: names scored at 1, as in every '
         'row measured before (a *no names* cell has no names to weigh, so '
         'such a column shows the *no names* row of the column without '
-        'it). `adc` is `ADCFusion` with its default temperature T = 4 '
-        '(since 2026-12-07); `adc:{"temperature": 1.0}` is the method as '
-        'specified, the default before.', '',
+        'it). `adc` is `ADCFusion` with its defaults since 2026-12-07: '
+        'temperature T = 4 and a transformer that reads sg(x) '
+        '(`transformer_input_grad`, `docs/fusion.md`); '
+        '`"transformer_input_grad": true` is the gradient through, as '
+        'specified and in every `adc` row measured before; '
+        '`adc:{"temperature": 1.0, "transformer_input_grad": true}` is '
+        'the method as specified.', '',
         f'Training: `Trainer` with the default `TrainConfig` except the '
         f'fusion, the seed and a fixed **{epochs} epoch'
         f'{"s" if epochs != 1 else ""}**; model selected on '

@@ -4,8 +4,8 @@ teach it? A probe of training targets.
     python benchmarks/uncertainty_targets.py --treatment noise
     python benchmarks/uncertainty_targets.py --treatment wrong --targets tcp replaced
 
-Trains RICEA (``fusion='adc'`` with the method's ``temperature=1.0``,
-default ``TrainConfig``) for a few epochs on
+Trains RICEA (``fusion='adc'`` with the method's ``temperature=1.0`` and
+``transformer_input_grad=True``, default ``TrainConfig``) for a few epochs on
 DBP15K zh_en with names after ``CorruptModalities`` has treated the name and
 char modalities of a share ``1 - keep`` of the entities. Then, on the
 model's frozen modality tokens, it refits the cross-modal transformer from
@@ -97,9 +97,12 @@ def main():
                   seed=0, log=False)[0]
     data = CorruptModalities(['name', 'char'], keep_ratio=args.keep,
                              treatment=args.treatment, seed=args.seed)(data)
-    # The method's T = 1 (ADCFusion's default is 4): the rows recorded in
-    # docs/fusion.md are of it.
-    config = TrainConfig(fusion='adc', fusion_kwargs={'temperature': 1.0},
+    # The method's T = 1 and gradient through the transformer (ADCFusion's
+    # defaults are 4 and sg(x)): the rows recorded in docs/fusion.md are of
+    # it.
+    config = TrainConfig(fusion='adc',
+                         fusion_kwargs={'temperature': 1.0,
+                                        'transformer_input_grad': True},
                          epochs=10, seed=args.seed,
                          eval_every=10**6, progress=False)
     trainer = Trainer(data, config, log=lambda s: None)

@@ -66,7 +66,8 @@ def main():
     p.add_argument('--keep', type=float, default=0.6)
     p.add_argument('--fusion', default='concat',
                    help='a fusion name, or name:JSON arguments, e.g. '
-                   '\'adc:{"temperature": 1.0}\' (the method)')
+                   '\'adc:{"temperature": 1.0, "transformer_input_grad": '
+                   'true}\' (the method)')
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--results', default=os.path.join(

@@ -109,7 +109,7 @@ def test_version_2_adc_checkpoint_keeps_temperature_1(adc_run, tmp_path):
     # the same logits b * RC over a 4 times smaller T.
     from ricea_pyg.io import atomic_save
     state = torch.load(os.path.join(adc_run, 'best.pt'), weights_only=True)
-    assert state['format_version'] == 3
+    assert state['format_version'] == 4
     assert 'temperature' not in state['config']['fusion_kwargs']
     atomic_save({**state, 'format_version': 2},
                 os.path.join(adc_run, 'best_v2.pt'))
@@ -147,10 +147,12 @@ def test_resuming_a_version_2_adc_run_names_the_temperature(adc_run,
     argv = ['train', *SYN, *FAST, '--fusion', 'adc', '--resume', '--out',
             out]
     assert main(argv) == 2
-    assert ("fusion_kwargs: checkpoint {'temperature': 1.0}, now {}"
+    assert ("fusion_kwargs: checkpoint {'temperature': 1.0, "
+            "'transformer_input_grad': True}, now {}"
             in capsys.readouterr().err)
-    # Naming the temperature it trained with resumes it.
-    assert main([*argv, '--fusion-kwargs', '{"temperature": 1.0}']) == 0
+    # Naming the defaults it trained with resumes it.
+    assert main([*argv, '--fusion-kwargs', '{"temperature": 1.0, '
+                 '"transformer_input_grad": true}']) == 0
 
 
 def test_explain_without_uncertainty_writes_weights_only(run, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 import torch
@@ -15,27 +15,36 @@ __all__ = ['FORMAT_VERSION', 'load_checkpoint', 'rng_state', 'set_rng_state']
 #: Bumped when the layout of a checkpoint, or what its config means,
 #: changes; :func:`load_checkpoint` migrates the versions in
 #: :data:`_MIGRATIONS`.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 
-def _pin_adc_temperature(state: dict) -> None:
-    # Version 3 changed ADCFusion's default temperature from the method's
-    # 1.0 to 4.0: a version-2 config that names ADC without one trained
-    # with 1.0, and must keep scoring with it.
-    from ricea_pyg.nn.fusion import ADCFusion, fusion_classes_named
-    config = state.get('config')
-    if not isinstance(config, dict) or not isinstance(
-            config.get('fusion'), str):
-        return
-    if ADCFusion not in fusion_classes_named(config['fusion']):
-        return
-    kwargs = config.get('fusion_kwargs') or {}
-    if isinstance(kwargs, dict) and 'temperature' not in kwargs:
-        config['fusion_kwargs'] = {**kwargs, 'temperature': 1.0}
+def _pin_adc_default(name: str, value) -> Callable[[dict], None]:
+    """A migration step: a config that names ADCFusion without the option
+    :obj:`name` trained with :obj:`value`, the default of its version, and
+    must keep it."""
+    def pin(state: dict) -> None:
+        from ricea_pyg.nn.fusion import ADCFusion, fusion_classes_named
+        config = state.get('config')
+        if not isinstance(config, dict) or not isinstance(
+                config.get('fusion'), str):
+            return
+        if ADCFusion not in fusion_classes_named(config['fusion']):
+            return
+        kwargs = config.get('fusion_kwargs') or {}
+        if isinstance(kwargs, dict) and name not in kwargs:
+            config['fusion_kwargs'] = {**kwargs, name: value}
+    return pin
 
 
 #: version -> the step that makes it the next version.
-_MIGRATIONS = {2: _pin_adc_temperature}
+_MIGRATIONS = {
+    # Version 3 changed ADCFusion's default temperature from the method's
+    # 1.0 to 4.0 (it changes the score).
+    2: _pin_adc_default('temperature', 1.0),
+    # Version 4: by default its transformer reads sg(x) (it changes
+    # training, so a resumed run must keep the gradient it had).
+    3: _pin_adc_default('transformer_input_grad', True),
+}
 
 
 def rng_state() -> Dict[str, Any]:

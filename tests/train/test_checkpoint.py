@@ -45,10 +45,14 @@ def test_version_2_checkpoints_keep_adc_temperature_1(tmp_path, fusion,
     atomic_save({'format_version': 2, 'config': {
         'fusion': fusion, 'fusion_kwargs': dict(kwargs)}}, path)
     state = load_checkpoint(path)
-    assert state['format_version'] == FORMAT_VERSION == 3
+    assert state['format_version'] == FORMAT_VERSION == 4
     got = state['config']['fusion_kwargs']
     assert got.get('temperature') == temperature
-    assert {k: v for k, v in got.items() if k != 'temperature'} == {
+    # Version 3's step runs next: the gradient it trained with, too.
+    assert got.get('transformer_input_grad') == (
+        None if temperature is None else True)
+    assert {k: v for k, v in got.items()
+            if k not in ('temperature', 'transformer_input_grad')} == {
         k: v for k, v in kwargs.items() if k != 'temperature'}
     config = TrainConfig.from_checkpoint(state['config'])
     assert config.fusion_kwargs.get('temperature') == temperature
@@ -58,10 +62,30 @@ def test_version_2_checkpoints_keep_adc_temperature_1(tmp_path, fusion,
     assert load_checkpoint(path)['config']['fusion_kwargs'] == kwargs
 
 
+@pytest.mark.parametrize('fusion, kwargs, pinned', [
+    ('adc', {}, True),  # trained with the gradient through, pinned
+    ('ricea', {'temperature': 1.0}, True),  # other options kept
+    ('adc', {'transformer_input_grad': False}, False),  # named: kept
+    ('meaformer', {}, None),  # not ADC
+])
+def test_version_3_checkpoints_keep_adc_transformer_input_grad(
+        tmp_path, fusion, kwargs, pinned):
+    path = str(tmp_path / 'v3.pt')
+    atomic_save({'format_version': 3, 'config': {
+        'fusion': fusion, 'fusion_kwargs': dict(kwargs)}}, path)
+    state = load_checkpoint(path)
+    assert state['format_version'] == FORMAT_VERSION
+    got = state['config']['fusion_kwargs']
+    assert got.get('transformer_input_grad') == pinned
+    assert {k: v for k, v in got.items()
+            if k != 'transformer_input_grad'} == {
+        k: v for k, v in kwargs.items() if k != 'transformer_input_grad'}
+
+
 def test_version_1_is_refused_with_the_versions_read(tmp_path):
     path = str(tmp_path / 'v1.pt')
     atomic_save({'format_version': 1}, path)
-    with pytest.raises(ValueError, match='reads 2 to 3'):
+    with pytest.raises(ValueError, match='reads 2 to 4'):
         load_checkpoint(path)
 
 

@@ -53,7 +53,7 @@ NON_DEFAULT = dict(mode='sum', uncertainty='col', calibration='pdf_remnant',
                    shared_confidence=True, num_layers=2, heads=2, ffn=True,
                    dropout=0.1, eps=1e-4, ffn_channels=5, shared=True,
                    scoring='pair_mean', features='z', hidden=[3],
-                   confidence_hidden=[3])
+                   confidence_hidden=[3], transformer_input_grad=False)
 
 
 def make(cls, **extra):
@@ -421,6 +421,39 @@ def test_adc_weights_are_constants_unless_weights_grad():
     out = g(x, mask=mask)
     (out * torch.randn(out.shape)).sum().backward()
     assert g.interaction.confidence.weights[0].grad.abs().sum() > 0
+
+
+def test_adc_transformer_input_grad():
+    # Without it, a loss on Z (L_out) or on the attention trains the
+    # transformer and passes nothing to the inputs; what the layer outputs
+    # is the same.
+    x, mask = inputs()
+    outs, grads = [], []
+    for flag in (True, False):
+        xg = x.clone().requires_grad_()
+        f = make(ADCFusion, transformer_input_grad=flag)
+        out = f.forward_full(xg, mask)
+        (out.aux.z * torch.randn(out.aux.z.shape,
+                                 generator=torch.Generator().manual_seed(1))
+         ).sum().backward()
+        outs.append(out)
+        grads.append(xg.grad)
+        qkv = f.interaction.transformer.layers[0].qkv.weight.grad
+        assert qkv is not None and qkv.abs().sum() > 0
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert grads[1] is None
+    assert torch.equal(outs[0].fused, outs[1].fused)
+    assert torch.equal(outs[0].weights, outs[1].weights)
+    assert torch.equal(outs[0].aux.z, outs[1].aux.z)
+    # Fusing Z, the layer would pass no gradient to its inputs.
+    with pytest.raises(ValueError, match="features='z'"):
+        ADCFusion(M, C, features='z', transformer_input_grad=False)
+    # The default: detached when the layer fuses x, not when it fuses Z;
+    # the method (True) passes the gradient to x.
+    assert make(ADCFusion).interaction.transformer_input_grad is False
+    assert make(ADCFusion, features='z'
+                ).interaction.transformer_input_grad is True
+    assert RelativeInteraction(M, C).transformer_input_grad is True
 
 
 def test_adc_calibration_only_in_eval():

@@ -43,6 +43,9 @@ def one(args, build):
         model_inputs,
     )
     dtype, columns = build.split(':')
+    if dtype not in ('float16', 'float32-cast'):
+        raise SystemExit(f'--builds: unknown type {dtype!r}; use float16 '
+                         'or float32-cast')
     propagation._BLOCK_COLUMNS = int(columns)
     data = DBP15K(args.root, args.pair, modalities=MODALITIES, seed=0,
                   log=False)[0]
@@ -58,11 +61,8 @@ def one(args, build):
         start = time.perf_counter()
         if dtype == 'float16':
             labels = layer(seeds, graph, gen, dtype=PROPAGATED_DTYPE)
-        elif dtype == 'float32-cast':
-            labels = layer(seeds, graph, gen).to(PROPAGATED_DTYPE)
         else:
-            raise SystemExit(f'--builds: unknown type {dtype!r}; use '
-                             'float16 or float32-cast')
+            labels = layer(seeds, graph, gen).to(PROPAGATED_DTYPE)
         seconds = time.perf_counter() - start
     return dict(pair=args.pair, build=build, entities=labels.size(0),
                 width=labels.size(1),
@@ -89,11 +89,13 @@ def main():
         return
     rows = []
     for build in args.builds:
-        out = subprocess.run(
+        run = subprocess.run(
             [sys.executable, __file__, '--root', args.root, '--pair',
              args.pair, '--channels', str(args.channels), '--one', build],
-            check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+            capture_output=True, text=True)
+        if run.returncode != 0:  # the child's own message, e.g. a bad build
+            raise SystemExit(f'build {build!r} failed:\n{run.stderr}')
+        rows.append(json.loads(run.stdout.strip().splitlines()[-1]))
     emit(rows, args.json, ['pair', 'build', 'entities', 'width',
                            'output_gib', 'peak_gib', 'seconds'])
 

@@ -107,8 +107,8 @@ class TrainConfig:
     # 0 = off. None: on (1024)
     # for a structure-only model ('graph' and no 'name') below SAMPLED_FROM
     # entities per KG, else off. With names they are an opt-in that pays
-    # where names are scarce or wrong, for 0.6 GiB more peak memory and
-    # twice the time on DBP15K (docs/pipeline.md).
+    # where names are scarce or wrong, for about 1 GiB more peak memory
+    # and 1.5 times the time on DBP15K (docs/benchmarks.md).
     label_channels: Optional[int] = None
     # 'fused': the labels are one more fused modality (a learnt map to d);
     # 'beside': scored beside the fusion, [sqrt(1 - g) h ; sqrt(g) l]

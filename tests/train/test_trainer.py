@@ -824,6 +824,35 @@ def test_label_rounds_bootstrap_the_labels_not_the_model(data, tmp_path):
     assert t.model.beside_weight == best['label_weight']
 
 
+def test_seed_labels_are_rebuilt_only_for_other_pairs(data, monkeypatch):
+    from ricea_pyg.train import trainer as trainer_module
+    built = []
+    real = trainer_module.seed_labels
+
+    def counting(inputs, pairs, config):
+        built.append(pairs.size(1))
+        return real(inputs, pairs, config)
+
+    monkeypatch.setattr(trainer_module, 'seed_labels', counting)
+    config = small_config(modalities=['graph', 'rel'], epochs=2,
+                          eval_every=1)
+    t = Trainer(data, config, log=quiet)
+    t.fit()
+    assert len(built) == 1  # model_inputs; the selected pairs are the same
+    assert torch.equal(t.inputs.features['labels'],
+                       real(t.inputs, t.best_train_pairs, t.config))
+    # Other pairs get their own labels; the same content is not rebuilt.
+    fewer = t.train_pairs[:, :-5].clone()
+    t._refresh_labels(fewer)
+    assert len(built) == 2
+    assert torch.equal(t.inputs.features['labels'],
+                       real(t.inputs, fewer, t.config))
+    t._refresh_labels(fewer.clone())
+    assert len(built) == 2
+    t._refresh_labels(t.best_train_pairs)
+    assert len(built) == 3
+
+
 def test_label_rounds_need_seed_labels(data):
     from ricea_pyg.train import ConfigError
     with pytest.raises(ConfigError, match='label_rounds=1 bootstraps'):

@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -35,6 +37,21 @@ def data_path(*parts):
         pytest.skip(f'real data not found at {path} (set RICEA_DATA_ROOT to '
                     'the folder holding dbp15k/ and fbdb15k/)')
     return path
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` imported as ``bench_<name>`` for a module
+    fixture to yield; :func:`unload_benchmark` removes it again."""
+    path = os.path.join(_HERE, '..', 'benchmarks', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'bench_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def unload_benchmark(name: str) -> None:
+    sys.modules.pop(f'bench_{name}', None)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,26 +1,17 @@
 """benchmarks/hop_tokens.py's input rewiring (no training)."""
-import importlib.util
-import os
-import sys
-
 import pytest
 import torch
 
 from ricea_pyg.data import synthetic_pair
 from ricea_pyg.train import TrainConfig, model_inputs
 
-_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                     'benchmarks', 'hop_tokens.py')
+from .conftest import load_benchmark, unload_benchmark
 
 
 @pytest.fixture(scope='module')
 def hop_tokens():
-    spec = importlib.util.spec_from_file_location('bench_hop_tokens', _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules['bench_hop_tokens'] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop('bench_hop_tokens', None)
+    yield load_benchmark('hop_tokens')
+    unload_benchmark('hop_tokens')
 
 
 def test_each_hop_is_a_token(hop_tokens):

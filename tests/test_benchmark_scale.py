@@ -1,24 +1,16 @@
 """The pure helpers of benchmarks/scale.py (no training, no subprocess)."""
 import argparse
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
-                     'benchmarks', 'scale.py')
+from .conftest import load_benchmark, unload_benchmark
 
 
 @pytest.fixture(scope='module')
 def scale():
-    spec = importlib.util.spec_from_file_location('bench_scale', _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules['bench_scale'] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop('bench_scale', None)
+    yield load_benchmark('scale')
+    unload_benchmark('scale')
 
 
 def _row(n, run_id, epoch_time, status='ok', **kw):

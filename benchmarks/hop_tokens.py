@@ -47,8 +47,8 @@ SPLIT = ('name', 'char')
 def hop_token_inputs(model_inputs, hops: int):
     """:obj:`model_inputs` with each propagated block of the modalities of
     ``SPLIT`` that the config propagates as its own modality; a block is
-    present where its entity had the modality and the block is not
-    zero."""
+    present where the entity's (propagated) modality is, imputed rows
+    included, and the block is not zero."""
     def build(data, config, seed_pairs=None):
         inputs = model_inputs(data, config, seed_pairs)
         propagated = trainer_module.resolve_config(inputs, config).propagate
@@ -81,8 +81,10 @@ def main():
         os.environ.get('RICEA_DATA_ROOT', '../shared/data'), 'dbp15k'))
     p.add_argument('--fusion', default='adc',
                    help='a fusion name, or name:JSON kwargs')
+    # Not 'missing': a masked name has no own token, so there would be no
+    # corrupted token to score.
     p.add_argument('--treatment', default='noise',
-                   choices=('clean', 'missing', 'noise', 'wrong'))
+                   choices=('clean', 'noise', 'wrong'))
     p.add_argument('--keep', type=float, default=0.6)
     p.add_argument('--epochs', type=int, default=10)
     p.add_argument('--seed', type=int, default=0)

@@ -678,7 +678,10 @@ class Trainer:
     def _refresh_labels(self, pairs: Optional[Tensor] = None) -> None:
         """The seed-label features of :obj:`pairs` (default: the current
         training pairs). Labels are a function of the pairs and the seed,
-        so the same pairs keep the features they have."""
+        so the same pairs keep the features they have (also on a GPU, where
+        the first ones were built on the CPU). Whatever writes
+        ``inputs.features['labels']`` otherwise must reset
+        ``_label_pairs``."""
         pairs = self.train_pairs if pairs is None else pairs
         if torch.equal(pairs.cpu(), self._label_pairs):
             return

@@ -836,7 +836,7 @@ def test_seed_labels_are_rebuilt_only_for_other_pairs(data, monkeypatch):
     monkeypatch.setattr(trainer_module, 'seed_labels', counting)
     config = small_config(modalities=['graph', 'rel'], epochs=2,
                           eval_every=1)
-    t = Trainer(data, config, log=quiet)
+    t = Trainer(data, config, device='cpu', log=quiet)
     t.fit()
     assert len(built) == 1  # model_inputs; the selected pairs are the same
     assert torch.equal(t.inputs.features['labels'],

@@ -133,6 +133,13 @@ class MEAformerFusion(ModalityFusion):
         scoring (str): ``'fused'`` or ``'pair_mean'``, see
             :class:`~ricea_pyg.nn.fusion.ModalityFusion`.
             (default: ``'fused'``)
+        transformer_input_grad (bool): If :obj:`False`, the transformer
+            reads :math:`\mathrm{sg}(\mathbf{x})`: a loss on its outputs
+            :math:`Z` (RICEA's :math:`\mathcal{L}_{out}`) trains it and not
+            the modality encoders, which the fused output still reaches
+            through :math:`\hat{\mathbf{x}}`; the weights still train the
+            attention. ``ADCFusion``'s option of the same name.
+            (default: :obj:`True`)
 
     Shapes:
         - **input:** ``[N, M, d]`` or list of ``[N, d]``; mask ``[N, M]``
@@ -144,9 +151,10 @@ class MEAformerFusion(ModalityFusion):
     def __init__(self, num_modalities: int, channels: int,
                  num_layers: int = 1, heads: int = 1, ffn: bool = False,
                  dropout: float = 0.0, mode: str = 'concat',
-                 scoring: str = 'fused'):
+                 scoring: str = 'fused', transformer_input_grad: bool = True):
         super().__init__(num_modalities, channels, scoring)
         _check_choice('mode', mode, ('concat', 'sum'))
+        self.transformer_input_grad = transformer_input_grad
         self.num_layers, self.heads, self.ffn, self.dropout = (
             num_layers, heads, ffn, dropout)
         self.mode = mode
@@ -158,7 +166,8 @@ class MEAformerFusion(ModalityFusion):
         self.transformer.reset_parameters()
 
     def fuse(self, x: Tensor, mask: Tensor) -> FusionOutput:
-        z, attn = self.transformer(x, mask)
+        z, attn = self.transformer(
+            x if self.transformer_input_grad else x.detach(), mask)
         N, heads, M, _ = attn.shape
         rows = mask.view(N, 1, M, 1)  # present queries only
         received = torch.where(rows, attn, attn.new_zeros(())).sum(

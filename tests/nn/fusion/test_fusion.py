@@ -456,6 +456,32 @@ def test_adc_transformer_input_grad():
     assert RelativeInteraction(M, C).transformer_input_grad is True
 
 
+def test_meaformer_transformer_input_grad():
+    # Without it, a loss on Z trains the transformer only; the fused output
+    # still reaches x directly and the attention through the weights.
+    x, mask = inputs()
+    outs, grads = [], []
+    for flag in (True, False):
+        f = make(MEAformerFusion, transformer_input_grad=flag)
+        xg = x.clone().requires_grad_()
+        out = f.forward_full(xg, mask)
+        out.aux.z.sum().backward(retain_graph=True)
+        grads.append(xg.grad)
+        f.zero_grad()
+        xg.grad = None
+        out.fused.square().sum().backward()
+        assert xg.grad is not None and xg.grad.abs().sum() > 0
+        qkv = f.transformer.layers[0].qkv.weight.grad
+        assert qkv is not None and qkv.abs().sum() > 0
+        outs.append(out)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert grads[1] is None
+    assert torch.equal(outs[0].fused, outs[1].fused)
+    assert torch.equal(outs[0].weights, outs[1].weights)
+    assert repr(make(MEAformerFusion, transformer_input_grad=False)) == \
+        'MEAformerFusion(4, 8, transformer_input_grad=False)'
+
+
 def test_adc_calibration_only_in_eval():
     x, mask = inputs()
     f = make(ADCFusion, calibrate_in_train=False)

@@ -75,6 +75,16 @@ def hop_token_inputs(model_inputs, hops: int):
     return build
 
 
+def use_hop_tokens(hops: int) -> None:
+    """Rewires this process's trainer to hop tokens: its inputs (see
+    :func:`hop_token_inputs`) and its name modalities, so that the names'
+    weight covers every name token."""
+    trainer_module.model_inputs = hop_token_inputs(
+        trainer_module.model_inputs, hops)
+    trainer_module.NAME_MODALITIES = tuple(
+        m if k == 0 else f'{m}_h{k}' for m in SPLIT for k in range(hops + 1))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--root', default=os.path.join(
@@ -96,11 +106,7 @@ def main():
     config = TrainConfig(**settings, fusion=name, fusion_kwargs=kwargs,
                          epochs=args.epochs, seed=args.seed,
                          modalities=robustness.NAMES, progress=False)
-    hops = config.propagation_hops
-    trainer_module.model_inputs = hop_token_inputs(
-        trainer_module.model_inputs, hops)
-    trainer_module.NAME_MODALITIES = tuple(
-        m if k == 0 else f'{m}_h{k}' for m in SPLIT for k in range(hops + 1))
+    use_hop_tokens(config.propagation_hops)
     base = robustness.load(args.root, 'zh_en')
     data = base if args.treatment == 'clean' else CorruptModalities(
         list(robustness.CORRUPTED), args.keep, args.treatment,

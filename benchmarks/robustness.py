@@ -33,7 +33,10 @@ entities of both KGs that have the name modality present, and the AUROC of
 1 - w[:, name] (the weight the fusion uses) for every fusion.
 
 Each finished cell is appended to ``--results`` (JSON lines) and skipped when
-the script is rerun, so an interrupted grid continues.
+the script is rerun, so an interrupted grid continues. The tables give a
+column to each fusion with its defaults; every variant in the results
+file (``name:JSON``) gets its rows in a section of its own, on the cells
+it was run on.
 """
 from __future__ import annotations
 
@@ -305,23 +308,28 @@ def render(results, args, path, plot_path):
     rs = [r for r in results.values()
           if r['pair'] == args.pair and r['epochs'] == epochs]
     other = len([r for r in results.values() if r not in rs])
-    fusions = list(args.fusions)
-    fusions += sorted({r['fusion'] for r in rs} - set(fusions))
+    # The fusions with their defaults get the columns; a variant (name:JSON)
+    # gets the rows of the cells it was run on, in a section of its own.
+    named = list(dict.fromkeys(args.fusions))
+    every = named + sorted({r['fusion'] for r in rs} - set(named))
     groups = defaultdict(list)
     for r in rs:
         groups[(r['cell'], r['fusion'])].append(r)
     for v in groups.values():
         v.sort(key=lambda r: r['seed'])
-    shown = set()
-    for f in fusions:  # the no-names row a variant shares (cell_fusion)
+    shown, shared_from = set(), {}
+    for f in every:  # the no-names row a variant shares (cell_fusion)
         shared = cell_fusion(dict(kind='no names'), f)
         if ('no names', f) not in groups and ('no names', shared) in groups:
             groups[('no names', f)] = groups[('no names', shared)]
             shown.add(shared)
-    # A variant measured only without names, whose row another column
-    # shows, needs no column of its own.
-    fusions = [f for f in fusions if f in args.fusions or f not in shown or
-               any(c != 'no names' and g == f for c, g in groups)]
+            shared_from[f] = shared
+    # A variant measured only without names, whose row another variant
+    # shows, needs no rows of its own.
+    every = [f for f in every if f in args.fusions or f not in shown or
+             any(c != 'no names' and g == f for c, g in groups)]
+    fusions = [f for f in every if ':' not in f]
+    variants = [f for f in every if ':' in f]
     expected = [(cell_name(c), f, s) for c, f, s in jobs_for(args)]
     have = {(r['cell'], r['fusion'], r['seed']) for r in rs}
     missing = [j for j in expected if j not in have]
@@ -366,14 +374,17 @@ def render(results, args, path, plot_path):
         '`label_channels`); a fusion should never do worse with corrupted '
         'names than without them. So *no names* has one modality more '
         'than the models with names, which get seed labels only where the '
-        'column says `"label_channels": 1024` (an opt-in, as in the '
+        'variant says `"label_channels": 1024` (an opt-in, as in the '
         'default `TrainConfig`). The weight of the name modalities in the '
         'score is chosen on validation from `[1.0, 0.5, 0.25, 0.1]`, as the '
         'default `TrainConfig` does since 2026-12-07, except where the '
-        'column says `"name_weight": 1.0`: names scored at 1, as in every '
+        'variant says `"name_weight": 1.0`: names scored at 1, as in every '
         'row measured before (a *no names* cell has no names to weigh, so '
-        'such a column shows the *no names* row of the column without '
-        'it). `adc` is `ADCFusion` with its defaults since 2026-12-07: '
+        'such a variant shows the *no names* run of the variant without '
+        'it). The tables give a column to each fusion with its defaults; '
+        'the variants (`name:JSON`) are listed after them, on the cells '
+        'each was run on. `adc` is `ADCFusion` with its defaults since '
+        '2026-12-07: '
         'temperature T = 4 and a transformer that reads sg(x) '
         '(`transformer_input_grad`, `docs/fusion.md`); '
         '`"transformer_input_grad": true` is the gradient through, as '
@@ -473,12 +484,15 @@ def render(results, args, path, plot_path):
     lines += ['## Grid average', '',
               f'Mean test Hits@1 over the {len(grid)} cells of the grid '
               '(clean, every treatment at every R < 1, every drop; a cell '
-              'with several seeds counts once, by its mean). An average '
-              'over fewer cells is not comparable and says so.', '',
+              'with several seeds counts once, by its mean), for each '
+              'fusion with its defaults and each variant run on the whole '
+              'grid. An average over fewer cells is not comparable and '
+              'says so.', '',
               '| fusion | Hits@1 | 1-to-1 Hits@1 | cells | wall s / cell |',
               '|---|---|---|---|---|']
     averages = {}
-    for f in fusions:
+    complete = [f for f in variants if all(groups.get((n, f)) for n in grid)]
+    for f in fusions + complete:
         per = [mean([x['metrics']['hits@1'] for x in groups[(n, f)]])
                for n in grid if groups.get((n, f))]
         one = [mean([x['metrics']['one_to_one_hits@1']
@@ -508,8 +522,45 @@ def render(results, args, path, plot_path):
                   'the same fusion without names. Last panel: Hits@1 '
                   'against the share of triples dropped.', '',
                   f'![Hits@1 against R]({rel})', '']
+    lines += variant_rows(groups, variants, shared_from, grid)
     with open(path, 'w') as f:
         f.write('\n'.join(lines).rstrip('\n') + '\n')
+
+
+def variant_rows(groups, variants, shared_from, grid):
+    """The section of the variants: one row per cell run, grid order."""
+    if not variants:
+        return []
+    order = grid[:1] + ['no names'] + grid[1:]
+    out = ['## Variants', '',
+           'Fusions with other settings (name:JSON; the JSON keys of a '
+           '`TrainConfig` go to the trainer, the others to the fusion), '
+           'on the cells each was run on. Test Hits@1 (CSLS) / one-to-one '
+           'Hits@1, and the AUROC of u / 1 − w for corrupted names (as '
+           'above). A variant that only sets `name_weight` shares the '
+           '*no names* run of the variant without it.', '',
+           '| variant | cell | Hits@1 / 1-to-1 | AUROC u / 1 − w |',
+           '|---|---|---|---|']
+    for f in variants:
+        cells = sorted({c for c, g in groups if g == f},
+                       key=lambda c: order.index(c) if c in order
+                       else len(order))
+        for c in cells:
+            g = groups[(c, f)]
+            n = f' (n={len(g)})' if len(g) > 1 else ''
+            hits = (f"{fmt([x['metrics']['hits@1'] for x in g])} / "
+                    f"{fmt([x['metrics']['one_to_one_hits@1'] for x in g])}"
+                    f'{n}')
+            if c == 'no names' and f in shared_from:
+                hits += f' (the run of `{shared_from[f]}`)'
+            a = [x.get('auroc') or {} for x in g]
+            u = [(x.get('uncertainty') or {}).get('name') for x in a]
+            w = [(x.get('weight') or {}).get('name') for x in a]
+            scored = c not in ('clean', 'no names') and not c.startswith(
+                'drop')
+            aur = f'{fmt(u, 2)} / {fmt(w, 2)}' if scored else ''
+            out.append(f'| `{f}` | {c} | {hits} | {aur} |')
+    return out + ['']
 
 
 def checks(groups, averages, ratios):

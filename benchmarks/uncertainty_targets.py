@@ -23,11 +23,19 @@ targets:
   ``TrainConfig.lambda_uncertainty`` regresses on). A pair-level signal: a
   clean name whose counterpart's name is corrupted fails too. The AUROC of
   ``1 - p`` itself on the training entities is printed;
+* ``tcp_quantile``: the quantile of ``1 - p`` among the group's entities,
+  per modality, so that the targets spread over [0, 1] instead of
+  sitting near 1;
 * ``replaced``: self-supervised: in each batch a share ``--rate`` of the
   names and of the chars (independently) get the hop-0 block of another
   random entity's feature (the entity's own block in SEU's propagated
   feature), re-projected; the target is 1 for those, else 0;
 * ``swapped``: the same with the whole modality token of another entity.
+
+``--hop-tokens`` gives each propagated block of name and char its own
+token (``benchmarks/hop_tokens.py``), so that a *noise* name is a token of
+pure noise and ``u_name`` is the uncertainty of the entity's own name;
+``oracle`` and the ``tcp`` targets only.
 
 Writes one JSON line per evaluation to --results.
 """
@@ -52,22 +60,25 @@ from ricea_pyg.metrics import auroc  # noqa: E402
 from ricea_pyg.nn.fusion import distribution_uniformity  # noqa: E402
 from ricea_pyg.train import TrainConfig, Trainer  # noqa: E402
 
-TARGETS = ('oracle', 'tcp', 'replaced', 'swapped')
+TARGETS = ('oracle', 'tcp', 'tcp_quantile', 'replaced', 'swapped')
 
 
 def tcp_targets(trainer, x, gen):
-    """``(entities, 1 - p)`` over the training pairs, both sides, in random
-    groups of the trainer's batch size."""
+    """``(entities, 1 - p, quantile of 1 - p)`` over the training pairs,
+    both sides, in random groups of the trainer's batch size; the quantile
+    is taken in the group, per modality."""
     rows = trainer.train_pairs.clone()
     rows[1] += trainer.inputs.num_source
     rows = rows[:, torch.randperm(rows.size(1), generator=gen)]
-    ents, fail = [], []
+    ents, fail, rank = [], [], []
     for i in range(0, rows.size(1), trainer.config.batch_size):
         r = rows[:, i:i + trainer.config.batch_size]
         p_s, p_t = tcp_target(x[r[0]], x[r[1]], trainer.config.tau)
         ents += [r[0], r[1]]
-        fail += [1 - p_s, 1 - p_t]
-    return torch.cat(ents), torch.cat(fail)
+        for f in (1 - p_s, 1 - p_t):
+            fail.append(f)
+            rank.append(f.argsort(0).argsort(0).float() / max(len(f) - 1, 1))
+    return torch.cat(ents), torch.cat(fail), torch.cat(rank)
 
 
 def main():
@@ -87,10 +98,21 @@ def main():
                    help="share replaced per batch ('replaced', 'swapped')")
     p.add_argument('--eval-every', type=int, default=250)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--hop-tokens', action='store_true',
+                   help='each propagated block of name and char its own '
+                        'token (benchmarks/hop_tokens.py)')
     p.add_argument('--results', default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), 'results',
         'uncertainty_targets.jsonl'))
     args = p.parse_args()
+    if args.hop_tokens:
+        bad = sorted(set(args.targets) & {'replaced', 'swapped'})
+        if bad:
+            p.error(f'--hop-tokens takes oracle and the tcp targets only '
+                    f'(got {bad}): those replace the hop-0 block of the '
+                    f'default inputs')
+        import hop_tokens
+        hop_tokens.use_hop_tokens(TrainConfig().propagation_hops)
 
     data = DBP15K(args.root, 'zh_en', modalities=['graph', 'rel', 'name',
                                                   'char'],
@@ -119,7 +141,7 @@ def main():
     hops = trainer.config.propagation_hops
     N, M = mask.shape
     gen = torch.Generator().manual_seed(args.seed)
-    ents, fail = tcp_targets(trainer, x, gen)
+    ents, fail, fail_rank = tcp_targets(trainer, x, gen)
     name = cols['name']
     v = mask[ents, name]
     tcp_auroc = auroc(fail[v, name], flags['name'][ents][v])
@@ -151,6 +173,7 @@ def main():
             if step % args.eval_every == 0:
                 row = {'treatment': args.treatment, 'keep': args.keep,
                        'epochs': args.epochs, 'target': target, 'step': step,
+                       'hop_tokens': args.hop_tokens,
                        'lr': args.lr, 'seed': args.seed,
                        **{f'auroc_u_{m}': round(a, 4)
                           for m, a in evaluate(transformer).items()},
@@ -166,10 +189,11 @@ def main():
                     f.write(json.dumps(row) + '\n')
             if step == args.steps:
                 break
-            if target == 'tcp':
+            if target in ('tcp', 'tcp_quantile'):
                 b = torch.randint(len(ents), (args.batch_size, ),
                                   generator=gen)
-                e, goal = ents[b], fail[b]
+                e = ents[b]
+                goal = (fail if target == 'tcp' else fail_rank)[b]
                 xb = x[e]
             else:
                 pool = fit if target == 'oracle' else torch.arange(N)

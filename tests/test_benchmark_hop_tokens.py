@@ -48,3 +48,20 @@ def test_each_hop_is_a_token(hop_tokens):
     wrong = next(h for h in range(3, width) if width % (h + 1))
     with pytest.raises(ValueError, match=f'not {wrong + 1} blocks'):
         hop_tokens.hop_token_inputs(model_inputs, wrong)(data, config)
+
+
+def test_use_hop_tokens_rewires_the_trainer(hop_tokens, monkeypatch):
+    from ricea_pyg.train import trainer as trainer_module
+    # Restored after the test, as the benchmark's process never is.
+    monkeypatch.setattr(trainer_module, 'model_inputs',
+                        trainer_module.model_inputs)
+    monkeypatch.setattr(trainer_module, 'NAME_MODALITIES',
+                        trainer_module.NAME_MODALITIES)
+    hop_tokens.use_hop_tokens(2)
+    assert trainer_module.NAME_MODALITIES == (
+        'name', 'name_h1', 'name_h2', 'char', 'char_h1', 'char_h2')
+    data = synthetic_pair(100, seed=3)
+    config = TrainConfig(channels=16, propagate=['name'], progress=False)
+    assert trainer_module.model_inputs(data, config).modalities == (
+        hop_tokens.hop_token_inputs(model_inputs, 2)(data,
+                                                     config).modalities)

@@ -36,7 +36,12 @@ Each finished cell is appended to ``--results`` (JSON lines) and skipped when
 the script is rerun, so an interrupted grid continues. The tables give a
 column to each fusion with its defaults; every variant in the results
 file (``name:JSON``) gets its rows in a section of its own, on the cells
-it was run on.
+it was run on. A run renders the grid of its own ``--ratios``,
+``--treatments`` and ``--drops`` (the grid average then covers those
+cells only), so after a partial run re-render the whole grid:
+
+    python benchmarks/robustness.py --ratios 1.0 0.6 0.2 \\
+        --fusions concat meaformer adc --render-only
 """
 from __future__ import annotations
 
@@ -389,8 +394,9 @@ def render(results, args, path, plot_path):
         '(`transformer_input_grad`, `docs/fusion.md`); '
         '`"transformer_input_grad": true` is the gradient through, as '
         'specified and in every `adc` row measured before; '
-        '`adc:{"temperature": 1.0, "transformer_input_grad": true}` is '
-        'the method as specified.', '',
+        '`adc:{"temperature": 1.0, "name_weight": 1.0, '
+        '"transformer_input_grad": true}` is the method as specified, '
+        'with names scored at 1.', '',
         f'Training: `Trainer` with the default `TrainConfig` except the '
         f'fusion, the seed and a fixed **{epochs} epoch'
         f'{"s" if epochs != 1 else ""}**; model selected on '
@@ -421,9 +427,12 @@ def render(results, args, path, plot_path):
         lines += [f'({other} result line(s) of other pairs or epoch counts '
                   f'are in the results file and not shown.)', '']
 
+    if not fusions:
+        lines += ['No fusion with its defaults has results here; the '
+                  'variants are listed at the end.', '']
     header = '| R | ' + ' | '.join(fusions) + ' |'
     rule = '|---|' + '---|' * len(fusions)
-    for treatment in args.treatments:
+    for treatment in args.treatments if fusions else ():
         lines += [f'## {treatment.capitalize()} names', '',
                   'Test Hits@1 (CSLS), then the one-to-one Hits@1.', '',
                   header, rule]
@@ -439,7 +448,7 @@ def render(results, args, path, plot_path):
             if groups.get(('no names', f)) else 'not run'
             for f in fusions) + ' |')
         lines.append('')
-    if args.drops:
+    if args.drops and fusions:
         lines += ['## Sparse structure (R = 1.0)', '',
                   'Test Hits@1 (CSLS) / one-to-one Hits@1.', '',
                   '| triples dropped | ' + ' | '.join(fusions) + ' |', rule]
@@ -451,7 +460,7 @@ def render(results, args, path, plot_path):
                 for f in fusions) + ' |')
         lines.append('')
 
-    lines += ['## Does the uncertainty flag corrupted names?', '',
+    auroc_rows = ['## Does the uncertainty flag corrupted names?', '',
               'AUROC of u[:, name] (the fusion\'s per-entity uncertainty) / '
               'of 1 − w[:, name] (the weight it fuses with) for telling '
               'corrupted names from clean ones, over all entities of both '
@@ -474,9 +483,10 @@ def render(results, args, path, plot_path):
                         2)
                 w = fmt([x['auroc']['weight'].get('name') for x in g], 2)
                 row.append(f'{u} / {w}')
-            lines.append(f'| {treatment} | {r:g} | ' + ' | '.join(row) +
-                         ' |')
-    lines.append('')
+            auroc_rows.append(f'| {treatment} | {r:g} | ' +
+                              ' | '.join(row) + ' |')
+    if fusions:
+        lines += auroc_rows + ['']
 
     grid = ['clean'] + [f'{t} R={r:g}' for t in args.treatments
                         for r in ratios if r < 1.0] + [
@@ -510,8 +520,9 @@ def render(results, args, path, plot_path):
     lines.append('')
     lines += checks(groups, averages, ratios) + ['']
 
-    err = plot(groups, fusions, args.ratios, args.drops, plot_path) if rs \
-        else 'no results yet: no plot'
+    err = (plot(groups, fusions, args.ratios, args.drops, plot_path)
+           if rs and fusions else 'no fusion with its defaults has results '
+           'yet: no plot')
     lines += ['## Hits@1 against R', '']
     if err:
         lines += [f'({err}.)', '']
@@ -542,9 +553,11 @@ def variant_rows(groups, variants, shared_from, grid):
            '| variant | cell | Hits@1 / 1-to-1 | AUROC u / 1 − w |',
            '|---|---|---|---|']
     for f in variants:
+        # Cells off this render's grid (other ratios) last, by name, so
+        # that the order does not depend on the set's.
         cells = sorted({c for c, g in groups if g == f},
-                       key=lambda c: order.index(c) if c in order
-                       else len(order))
+                       key=lambda c: (order.index(c) if c in order
+                                      else len(order), c))
         for c in cells:
             g = groups[(c, f)]
             n = f' (n={len(g)})' if len(g) > 1 else ''

@@ -23,6 +23,9 @@ def test_variant_rows_list_only_the_cells_run(robustness):
         ('clean', v): [row(0.9)],
         ('no names', v): [row(0.5)],
         ('clean', base): [row(0.8)],
+        # Cells off this grid (another render's ratios) come last, by name.
+        ('wrong R=0.2', v): [row(0.4)],
+        ('noise R=0.2', v): [row(0.3)],
     }
     grid = ['clean', 'noise R=0.6', 'wrong R=0.6', 'drop=0.25']
     lines = robustness.variant_rows(groups, [v], {v: base}, grid)
@@ -34,5 +37,7 @@ def test_variant_rows_list_only_the_cells_run(robustness):
         f'| `{v}` | no names | 0.500 / 0.600 (the run of `{base}`) |  |',
         f'| `{v}` | wrong R=0.6 | 0.650 ± 0.071 / 0.750 ± 0.071 (n=2) | '
         f'0.60 ± 0.14 / 0.50 ± 0.14 |',
+        f'| `{v}` | noise R=0.2 | 0.300 / 0.400 | — / — |',
+        f'| `{v}` | wrong R=0.2 | 0.400 / 0.500 | — / — |',
     ]
     assert robustness.variant_rows(groups, [], {}, grid) == []

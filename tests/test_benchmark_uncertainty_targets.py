@@ -16,12 +16,12 @@ def targets():
 
 
 def test_tcp_targets_and_their_quantiles(targets):
-    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
     num_source, pairs, M = 12, 10, 3
-    x = torch.randn(25, M, 8)
+    x = torch.randn(25, M, 8, generator=gen)
     trainer = SimpleNamespace(
         train_pairs=torch.stack([torch.arange(pairs),
-                                 torch.randperm(13)[:pairs]]),
+                                 torch.randperm(13, generator=gen)[:pairs]]),
         inputs=SimpleNamespace(num_source=num_source),
         config=SimpleNamespace(batch_size=4, tau=0.1))
     ents, fail, rank = targets.tcp_targets(

@@ -173,7 +173,7 @@ def main():
             if step % args.eval_every == 0:
                 row = {'treatment': args.treatment, 'keep': args.keep,
                        'epochs': args.epochs, 'target': target, 'step': step,
-                       'hop_tokens': args.hop_tokens,
+                       'steps': args.steps, 'hop_tokens': args.hop_tokens,
                        'lr': args.lr, 'seed': args.seed,
                        **{f'auroc_u_{m}': round(a, 4)
                           for m, a in evaluate(transformer).items()},

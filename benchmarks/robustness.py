@@ -36,12 +36,11 @@ Each finished cell is appended to ``--results`` (JSON lines) and skipped when
 the script is rerun, so an interrupted grid continues. The tables give a
 column to each fusion with its defaults; every variant in the results
 file (``name:JSON``) gets its rows in a section of its own, on the cells
-it was run on. A run renders the grid of its own ``--ratios``,
-``--treatments`` and ``--drops`` (the grid average then covers those
-cells only), so after a partial run re-render the whole grid:
-
-    python benchmarks/robustness.py --ratios 1.0 0.6 0.2 \\
-        --fusions concat meaformer adc --render-only
+it was run on. Whatever cells a run has, the document shows the whole
+default grid (R in 1.0, 0.6, 0.2, every treatment, 25 and 50 % of the
+triples dropped; the run's own ratios and drops added) with a column for
+each of concat, meaformer, global and adc, so a partial run (``--match``)
+updates its cells and leaves the others in place.
 """
 from __future__ import annotations
 
@@ -83,6 +82,7 @@ FULL_RATIOS = (1.0, 0.8, 0.6, 0.4, 0.2)
 DEFAULT_DROPS = (0.25, 0.5)
 DEFAULT_EPOCHS = 10  # ~5 min a cell with names on 2 cores (25-36 s/epoch)
 SEEDED_CELLS = (('noise', 0.6), ('wrong', 0.6))  # where --extra-seeds run
+DOC_FUSIONS = ('concat', 'meaformer', 'global', 'adc')  # the doc's columns
 
 
 # -- cells ----------------------------------------------------------------------
@@ -255,6 +255,14 @@ def plot(groups, fusions, ratios, drops, path):
                 'matplotlib`, then rerun with --render-only)')
     fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=True)
     colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    # Fusions that tie (global and concat do) stay visible: each its own
+    # marker, the later ones smaller and drawn on top.
+    markers = 'os^Dv<>p'
+
+    def style(i):
+        return dict(color=colors[i % len(colors)],
+                    marker=markers[i % len(markers)],
+                    markersize=max(3.0, 8.0 - 1.5 * i), linewidth=1.5)
     xs = sorted(ratios)
     for ax, treatment in zip(axes, TREATMENTS):
         for i, f in enumerate(fusions):
@@ -266,7 +274,7 @@ def plot(groups, fusions, ratios, drops, path):
                 if h is not None:
                     pts.append((r, h))
             if pts:
-                ax.plot(*zip(*pts), marker='o', color=c, label=f)
+                ax.plot(*zip(*pts), label=f, **style(i))
             base = mean([x['metrics']['hits@1']
                          for x in groups[('no names', f)]])
             if base is not None:
@@ -285,8 +293,7 @@ def plot(groups, fusions, ratios, drops, path):
             if h is not None:
                 pts.append((d, h))
         if pts:
-            ax.plot(*zip(*pts), marker='o', color=colors[i % len(colors)],
-                    label=f)
+            ax.plot(*zip(*pts), label=f, **style(i))
     ax.set_title('sparse structure (R = 1.0)')
     ax.set_xlabel('share of triples dropped')
     ax.grid(alpha=0.3)
@@ -388,7 +395,9 @@ def render(results, args, path, plot_path):
         'such a variant shows the *no names* run of the variant without '
         'it). The tables give a column to each fusion with its defaults; '
         'the variants (`name:JSON`) are listed after them, on the cells '
-        'each was run on. `adc` is `ADCFusion` with its defaults since '
+        'each was run on. `global` is `GlobalWeightFusion` (EVA: one '
+        'learnable softmax over the modalities, the same for every '
+        'entity). `adc` is `ADCFusion` with its defaults since '
         '2026-12-07: '
         'temperature T = 4 and a transformer that reads sg(x) '
         '(`transformer_input_grad`, `docs/fusion.md`); '
@@ -518,7 +527,7 @@ def render(results, args, path, plot_path):
                      f'{len(grid)}{full} | '
                      f'{"—" if wall is None else f"{wall:.0f}"} |')
     lines.append('')
-    lines += checks(groups, averages, ratios) + ['']
+    lines += checks(groups, averages, ratios, grid) + ['']
 
     err = (plot(groups, fusions, args.ratios, args.drops, plot_path)
            if rs and fusions else 'no fusion with its defaults has results '
@@ -576,7 +585,7 @@ def variant_rows(groups, variants, shared_from, grid):
     return out + ['']
 
 
-def checks(groups, averages, ratios):
+def checks(groups, averages, ratios, grid):
     """Issue 13's acceptance, read off the table where the cells exist."""
     out = ['## Checks (issue 13 acceptance)', '']
 
@@ -612,6 +621,7 @@ def checks(groups, averages, ratios):
     else:
         out.append('* `adc` with noisy or wrong names against `adc` without '
                    'names: not measurable yet.')
+    out += detection_bound(groups, averages, grid, ratios, base)
     g = groups.get(('noise R=0.6', 'adc'), [])
     a = mean([x['auroc']['uncertainty'].get('name') for x in g])
     if a is not None:
@@ -622,8 +632,71 @@ def checks(groups, averages, ratios):
     return out
 
 
+def detection_bound(groups, averages, grid, ratios, no_names):
+    """What a perfect detector of corrupted names could give ``adc``: each
+    *noise* and *wrong* cell replaced by the *missing* cell at the same R,
+    the pipeline's own handling of a name it knows to be absent (masked
+    before the propagation, filled from the neighbours). Per-entity
+    weights act after the propagation, so they can do no better on those
+    cells; the cells without a corrupted name keep their numbers."""
+    def h1(name):
+        return mean([x['metrics']['hits@1']
+                     for x in groups.get((name, 'adc'), [])])
+    best = [averages[f] for f in ('concat', 'meaformer') if f in averages]
+    per = []
+    for name in grid:
+        treatment, _, r = name.partition(' R=')
+        if treatment in ('noise', 'wrong'):
+            name = f'missing R={r}'
+        per.append(h1(name))
+    if len(best) < 2 or any(v is None for v in per):
+        return ['* Perfect detection of corrupted names: not measurable '
+                'yet (needs every cell of `adc`, its *missing* cells '
+                'included, and the grid averages of `concat` and '
+                '`meaformer`).']
+    gap = statistics.mean(per) - max(best)
+    out = [f'* Perfect detection of corrupted names (each *noise* and '
+           f'*wrong* cell of `adc` replaced by its *missing* cell at the '
+           f'same R: the names known to be corrupted, masked before the '
+           f'propagation and filled from the neighbours) would put `adc` '
+           f'{100 * gap:+.1f} points from the best of `concat`, '
+           f'`meaformer` on the grid average (goal ≥ +1.0): '
+           + ('within reach of a detector.' if gap >= 0.01 else
+              'beyond what detecting the corrupted names can give; the rest '
+              'would have to come from the cells without them.')]
+    rows = []
+    for r in [r for r in ratios if r < 1.0]:
+        v = h1(f'missing R={r:g}')
+        if v is not None and no_names is not None:
+            rows.append(f'R={r:g}: {100 * (v - no_names):+.1f}')
+    if rows:
+        out.append('* The same bound for the third check, `adc` with '
+                   'corrupted names treated as missing − `adc` without '
+                   f'names (points; *no names* has seed labels, the '
+                   f'models with names do not): {"; ".join(rows)}.')
+    return out
+
+
 def show(value, digits=4):
     return '-' if value is None else f'{value:.{digits}f}'
+
+
+def document_grid(args):
+    """The grid the document shows, whatever cells this run had: the
+    default ratios and drops and every treatment, with the run's own
+    added, and a column per fusion of the issue's grid. So a partial run
+    (``--match``, one ratio) updates its cells without taking the others
+    out of the document."""
+    doc = argparse.Namespace(**vars(args))
+    doc.ratios = sorted(set(args.ratios) | set(DEFAULT_RATIOS),
+                        reverse=True)
+    doc.treatments = list(TREATMENTS)
+    doc.drops = sorted(set(args.drops) | set(DEFAULT_DROPS))
+    doc.fusions = list(DOC_FUSIONS) + [
+        f for f in dict.fromkeys(args.fusions)
+        if ':' not in f and f not in DOC_FUSIONS]
+    doc.seeds, doc.extra_seeds = [0], []  # "not yet run" lists seed 0
+    return doc
 
 
 # -- main -----------------------------------------------------------------------------
@@ -716,8 +789,8 @@ def main():
                   f" 1-w {show((a.get('weight') or {}).get('name'))} "
                   f"({r['wall_time_s']:.0f}s, "
                   f"{show(r['epoch_time_s'], 1)}s/epoch)", flush=True)
-            render(results, args, args.output, plot_path)
-    render(results, args, args.output, plot_path)
+            render(results, document_grid(args), args.output, plot_path)
+    render(results, document_grid(args), args.output, plot_path)
     print(f'wrote {args.output}')
 
 

@@ -41,3 +41,47 @@ def test_variant_rows_list_only_the_cells_run(robustness):
         f'| `{v}` | wrong R=0.2 | 0.400 / 0.500 | — / — |',
     ]
     assert robustness.variant_rows(groups, [], {}, grid) == []
+
+
+def test_document_grid_keeps_the_whole_grid_after_a_partial_run(robustness):
+    import argparse
+    args = argparse.Namespace(
+        ratios=[0.4, 1.0], treatments=['noise'], drops=[0.75],
+        fusions=['adc:{"temperature": 1.0}', 'eva', 'concat'], seeds=[1],
+        extra_seeds=[2], pair='zh_en', epochs=None)
+    doc = robustness.document_grid(args)
+    assert doc.ratios == [1.0, 0.6, 0.4, 0.2]
+    assert doc.treatments == ['missing', 'noise', 'wrong']
+    assert doc.drops == [0.25, 0.5, 0.75]
+    # The four fusions, then another default layer; no variant.
+    assert doc.fusions == ['concat', 'meaformer', 'global', 'adc', 'eva']
+    assert (doc.seeds, doc.extra_seeds) == ([0], [])
+    assert args.ratios == [0.4, 1.0] and args.seeds == [1]  # a copy
+
+
+def bound_groups(noise, missing):
+    return {('clean', 'adc'): [row(0.9)],
+            ('noise R=0.6', 'adc'): [row(noise)],
+            ('missing R=0.6', 'adc'): [row(missing)],
+            ('drop=0.5', 'adc'): [row(0.7)]}
+
+
+def test_detection_bound(robustness):
+    grid = ['clean', 'missing R=0.6', 'noise R=0.6', 'drop=0.5']
+    averages = {'concat': 0.75, 'meaformer': 0.70}
+    # noise replaced by missing: (0.9 + 0.8 + 0.8 + 0.7) / 4 = 0.8, +5 points.
+    lines = robustness.detection_bound(bound_groups(0.5, 0.8), averages,
+                                       grid, [1.0, 0.6], 0.75)
+    assert '+5.0 points' in lines[0] and 'within reach' in lines[0]
+    assert lines[1].endswith('R=0.6: +5.0.')
+    # A missing cell below the rest: (0.9 + 0.6 + 0.6 + 0.7) / 4 = 0.7.
+    lines = robustness.detection_bound(bound_groups(0.8, 0.6), averages,
+                                       grid, [1.0, 0.6], None)
+    assert '-5.0 points' in lines[0] and 'beyond what detecting' in lines[0]
+    assert len(lines) == 1  # no *no names* run, no third-check row
+    groups = bound_groups(0.5, 0.8)
+    del groups[('missing R=0.6', 'adc')]
+    assert 'not measurable' in robustness.detection_bound(
+        groups, averages, grid, [1.0, 0.6], 0.75)[0]
+    assert 'not measurable' in robustness.detection_bound(
+        bound_groups(0.5, 0.8), {'concat': 0.7}, grid, [1.0, 0.6], 0.75)[0]

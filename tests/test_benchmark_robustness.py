@@ -56,28 +56,38 @@ def test_document_grid_keeps_the_whole_grid_after_a_partial_run(robustness):
     # The four fusions, then another default layer; no variant.
     assert doc.fusions == ['concat', 'meaformer', 'global', 'adc', 'eva']
     assert (doc.seeds, doc.extra_seeds) == ([0], [])
+    # The average and the checks stay on the grid.
+    assert (doc.grid_ratios, doc.grid_drops) == ([1.0, 0.6, 0.2],
+                                                 [0.25, 0.5])
     assert args.ratios == [0.4, 1.0] and args.seeds == [1]  # a copy
 
 
 def bound_groups(noise, missing):
     return {('clean', 'adc'): [row(0.9)],
             ('noise R=0.6', 'adc'): [row(noise)],
+            ('wrong R=0.6', 'adc'): [row(noise - 0.1)],
             ('missing R=0.6', 'adc'): [row(missing)],
             ('drop=0.5', 'adc'): [row(0.7)]}
 
 
 def test_detection_bound(robustness):
-    grid = ['clean', 'missing R=0.6', 'noise R=0.6', 'drop=0.5']
+    grid = ['clean', 'missing R=0.6', 'noise R=0.6', 'wrong R=0.6',
+            'drop=0.5']
     averages = {'concat': 0.75, 'meaformer': 0.70}
-    # noise replaced by missing: (0.9 + 0.8 + 0.8 + 0.7) / 4 = 0.8, +5 points.
+    # noise and wrong replaced by missing: (0.9 + 3 * 0.8 + 0.7) / 5 = 0.8,
+    # +5 points over the best (concat).
     lines = robustness.detection_bound(bound_groups(0.5, 0.8), averages,
                                        grid, [1.0, 0.6], 0.75)
     assert '+5.0 points' in lines[0] and 'within reach' in lines[0]
-    assert lines[1].endswith('R=0.6: +5.0.')
-    # A missing cell below the rest: (0.9 + 0.6 + 0.6 + 0.7) / 4 = 0.7.
+    assert lines[1].endswith('R=0.6: +5.0: within reach if the corrupted '
+                             'names were found.')
+    # A missing cell below the rest: (0.9 + 3 * 0.6 + 0.7) / 5 = 0.68.
+    lines = robustness.detection_bound(bound_groups(0.8, 0.6), averages,
+                                       grid, [1.0, 0.6], 0.75)
+    assert '-7.0 points' in lines[0] and 'short of the goal' in lines[0]
+    assert 'R=0.6: -15.0: short of the goal' in lines[1]
     lines = robustness.detection_bound(bound_groups(0.8, 0.6), averages,
                                        grid, [1.0, 0.6], None)
-    assert '-5.0 points' in lines[0] and 'beyond what detecting' in lines[0]
     assert len(lines) == 1  # no *no names* run, no third-check row
     groups = bound_groups(0.5, 0.8)
     del groups[('missing R=0.6', 'adc')]
@@ -85,3 +95,36 @@ def test_detection_bound(robustness):
         groups, averages, grid, [1.0, 0.6], 0.75)[0]
     assert 'not measurable' in robustness.detection_bound(
         bound_groups(0.5, 0.8), {'concat': 0.7}, grid, [1.0, 0.6], 0.75)[0]
+
+
+def test_a_partial_render_keeps_the_grid_and_its_average(robustness,
+                                                         tmp_path):
+    import argparse
+    pytest.importorskip('matplotlib')
+    cells = (['clean', 'no names', 'drop=0.25', 'drop=0.5'] +
+             [f'{t} R={r:g}' for t in ('missing', 'noise', 'wrong')
+              for r in (0.6, 0.2)])
+    hits = {'concat': 0.7, 'meaformer': 0.6, 'global': 0.7, 'adc': 0.65}
+    results = {}
+    for f, h in hits.items():
+        for c in cells + (['noise R=0.4'] if f == 'concat' else []):
+            r = row(h)
+            r.update(pair='zh_en', epochs=10, cell=c, fusion=f,
+                     wall_time_s=1.0, machine='test', command='cmd')
+            results[f'{c}|{f}'] = r
+    # A run of one off-grid cell: R = 0.4 with noise, concat only.
+    args = argparse.Namespace(
+        ratios=[0.4, 1.0], treatments=['noise'], drops=[], fusions=['concat'],
+        seeds=[0], extra_seeds=[], pair='zh_en', epochs=10)
+    out = tmp_path / 'robustness.md'
+    robustness.render(results, robustness.document_grid(args), str(out),
+                      str(tmp_path / 'plot.png'))
+    text = out.read_text()
+    assert '| 0.4 | 0.700 / 0.800 |' in text  # the run's cell is shown
+    for t in ('Missing', 'Noise', 'Wrong'):
+        assert f'## {t} names' in text
+    assert '| 25% | 0.700 / 0.800 |' in text
+    # The average stays over the nine cells of the grid.
+    assert '| concat | 0.700 | 0.800 | 9 of 9 | 1 |' in text
+    assert '| global | 0.700 | 0.800 | 9 of 9 | 1 |' in text
+    assert '`meaformer`: -5.0 points (goal ≥ +1.0): not met.' in text

@@ -593,13 +593,18 @@ def variant_rows(groups, variants, shared_from, grid):
     return out + ['']
 
 
+def cell_hits(groups, name, fusion):
+    """Mean test Hits@1 of a cell over its seeds; None if not run."""
+    return mean([x['metrics']['hits@1']
+                 for x in groups.get((name, fusion), [])])
+
+
 def checks(groups, averages, ratios, grid):
     """Issue 13's acceptance, read off the table where the cells exist."""
     out = ['## Checks (issue 13 acceptance)', '']
 
     def h1(name, f):
-        return mean([x['metrics']['hits@1'] for x in groups.get((name, f),
-                                                                  [])])
+        return cell_hits(groups, name, f)
     if all(f in averages for f in ('adc', 'concat', 'meaformer')):
         gap = averages['adc'] - max(averages['concat'],
                                     averages['meaformer'])
@@ -649,8 +654,7 @@ def detection_bound(groups, averages, grid, ratios, no_names):
     ``docs/fusion.md`` that drops the corrupted rows after the propagation
     gained less. The cells without a corrupted name keep their numbers."""
     def h1(name):
-        return mean([x['metrics']['hits@1']
-                     for x in groups.get((name, 'adc'), [])])
+        return cell_hits(groups, name, 'adc')
     best = [averages[f] for f in ('concat', 'meaformer') if f in averages]
     per = []
     for name in grid:

@@ -599,6 +599,13 @@ def cell_hits(groups, name, fusion):
                  for x in groups.get((name, fusion), [])])
 
 
+def point_rows(rows):
+    """``[(label, difference)]`` as 'label: +x.y; ...' in points, and the
+    smallest difference."""
+    text = '; '.join(f'{label}: {100 * d:+.1f}' for label, d in rows)
+    return text, min(d for _, d in rows)
+
+
 def checks(groups, averages, ratios, grid):
     """Issue 13's acceptance, read off the table where the cells exist."""
     out = ['## Checks (issue 13 acceptance)', '']
@@ -625,11 +632,11 @@ def checks(groups, averages, ratios, grid):
         for r in [r for r in ratios if r < 1.0]:
             v = h1(f'{t} R={r:g}', 'adc')
             if v is not None and base is not None:
-                rows.append(f'{t} R={r:g}: {100 * (v - base):+.1f}')
+                rows.append((f'{t} R={r:g}', v - base))
     if rows:
-        worst = min(float(x.split(': ')[1]) for x in rows)
+        text, worst = point_rows(rows)
         out.append('* `adc` with corrupted names − `adc` without names '
-                   f'(points; goal ≥ 0 everywhere): {"; ".join(rows)}: '
+                   f'(points; goal ≥ 0 everywhere): {text}: '
                    f'{"met" if worst >= 0 else "not met"} where measured.')
     else:
         out.append('* `adc` with noisy or wrong names against `adc` without '
@@ -682,14 +689,14 @@ def detection_bound(groups, averages, grid, ratios, no_names):
     for r in [r for r in ratios if r < 1.0]:
         v = h1(f'missing R={r:g}')
         if v is not None and no_names is not None:
-            rows.append(f'R={r:g}: {100 * (v - no_names):+.1f}')
+            rows.append((f'R={r:g}', v - no_names))
     if rows:
-        worst = min(float(x.split(': ')[1]) for x in rows)
+        text, worst = point_rows(rows)
         out.append('* The same bound for the third check, `adc` with '
                    'corrupted names found and masked − `adc` without '
                    'names (points; *no names* has seed labels, the '
                    'models with names do not; goal ≥ 0): '
-                   f'{"; ".join(rows)}: '
+                   f'{text}: '
                    + ('within reach if the corrupted names were found.'
                       if worst >= 0 else 'short of the goal even if '
                       'every corrupted name were found, with these '
